@@ -1,0 +1,165 @@
+"""Encode a split into the sparse matrices models train on (the user–item–friend graph).
+
+Only ``split.train`` interactions, ``split.social`` edges and ``split.train_shares`` reach the
+training matrices; valid/test interactions are encoded separately as evaluation targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from socialrec.features.idmap import IdMap
+from socialrec.features.splits import Split
+from socialrec.features.tables import Dataset
+
+#: Default edge weight per event kind (configs/defaults.yaml `graph.event_weights` overrides).
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    "view": 0.5, "click": 1.0, "cart": 2.0, "purchase": 4.0, "rate": 1.0,
+    "share": 3.0, "join": 4.0, "push_open": 1.0,
+}
+
+
+@dataclass
+class GraphData:
+    """Everything a model needs to fit, in internal ids.
+
+    ``train`` is the weighted user×item matrix of training events (duplicates summed); ``valid`` and
+    ``test`` are binary user×item targets; ``social`` is the user×user matrix of tie weights built from
+    training-period social edges only (symmetrised when the source is symmetric); ``purchases`` holds
+    training purchases (the "already bought" rule); ``shares_*`` are share records in internal ids
+    (columns sharer, item, recipient, ts, joined).
+    """
+
+    users: IdMap
+    items: IdMap
+    train: sp.csr_matrix
+    valid: sp.csr_matrix
+    test: sp.csr_matrix
+    social: sp.csr_matrix
+    purchases: sp.csr_matrix
+    shares_train: pd.DataFrame
+    shares_valid: pd.DataFrame
+    shares_test: pd.DataFrame
+    item_category: np.ndarray  # int code per item, -1 unknown
+    categories: list[str]
+    push_opt_in: np.ndarray  # bool per user
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+
+def build_id_maps(dataset: Dataset) -> tuple[IdMap, IdMap]:
+    """Users and items of every table (all periods: an id is not an interaction, so no leak)."""
+    users, items = IdMap(), IdMap()
+    users.add(pd.unique(dataset.interactions["user_id"]))
+    items.add(pd.unique(dataset.interactions["item_id"]))
+    for col in ("src", "dst"):
+        users.add(pd.unique(dataset.social[col]))
+    for col in ("sharer_id", "recipient_id"):
+        users.add(pd.unique(dataset.shares[col]))
+    items.add(pd.unique(dataset.shares["item_id"]))
+    if dataset.users is not None:
+        users.add(pd.unique(dataset.users["user_id"]))
+    if dataset.items is not None:
+        items.add(pd.unique(dataset.items["item_id"]))
+    return users, items
+
+
+def _matrix(df: pd.DataFrame, users: IdMap, items: IdMap, weights: np.ndarray | None) -> sp.csr_matrix:
+    rows = users.to_index_series(df["user_id"])
+    cols = items.to_index_series(df["item_id"])
+    data = np.ones(len(df), dtype=np.float32) if weights is None else weights.astype(np.float32)
+    m = sp.csr_matrix((data, (rows, cols)), shape=(len(users), len(items)), dtype=np.float32)
+    m.sum_duplicates()
+    return m
+
+
+def _binary(m: sp.csr_matrix) -> sp.csr_matrix:
+    m = m.copy()
+    m.data[:] = 1.0
+    return m
+
+
+def social_matrix(social: pd.DataFrame, users: IdMap, symmetric: bool) -> sp.csr_matrix:
+    """User×user tie weights from social edges; self-loops dropped, duplicates keep the max weight."""
+    src = users.to_index_series(social["src"])
+    dst = users.to_index_series(social["dst"])
+    w = social["weight"].fillna(1.0).to_numpy(dtype=np.float32)
+    keep = src != dst
+    src, dst, w = src[keep], dst[keep], w[keep]
+    if symmetric:
+        src, dst, w = np.concatenate([src, dst]), np.concatenate([dst, src]), np.concatenate([w, w])
+    n = len(users)
+    m = sp.coo_matrix((w, (src, dst)), shape=(n, n)).tocsr()
+    # Duplicate edges (both directions listed, repeated rows) must not add up into a stronger tie.
+    m.sum_duplicates()
+    counts = sp.coo_matrix((np.ones_like(w), (src, dst)), shape=(n, n)).tocsr()
+    counts.sum_duplicates()
+    m.data /= counts.data
+    return m.astype(np.float32)
+
+
+def encode_shares(shares: pd.DataFrame, users: IdMap, items: IdMap) -> pd.DataFrame:
+    return pd.DataFrame({
+        "sharer": users.to_index_series(shares["sharer_id"]),
+        "item": items.to_index_series(shares["item_id"]),
+        "recipient": users.to_index_series(shares["recipient_id"]),
+        "ts": shares["ts"].astype("Int64"),
+        "joined": shares["joined"].astype(bool),
+    })
+
+
+def build_graph(
+    dataset: Dataset,
+    split: Split,
+    event_weights: dict[str, float] | None = None,
+    id_maps: tuple[IdMap, IdMap] | None = None,
+) -> GraphData:
+    """Encode ``split`` of ``dataset``. Pass ``id_maps`` from a previous model to keep ids stable."""
+    weights = {**DEFAULT_EVENT_WEIGHTS, **(event_weights or {})}
+    if id_maps is None:
+        users, items = build_id_maps(dataset)
+    else:
+        users, items = id_maps
+        fresh_users, fresh_items = build_id_maps(dataset)
+        users.add(fresh_users.ids)
+        items.add(fresh_items.ids)
+    train_w = split.train["event"].map(weights).fillna(1.0).to_numpy(dtype=np.float32)
+    purchases = split.train[split.train["event"] == "purchase"]
+
+    categories: list[str] = []
+    item_category = np.full(len(items), -1, dtype=np.int64)
+    if dataset.items is not None and "category" in dataset.items:
+        known = dataset.items.dropna(subset=["category"])
+        codes, categories = pd.factorize(known["category"].astype(str))
+        item_category[items.to_index_series(known["item_id"])] = codes
+        categories = list(categories)
+    opt_in = np.ones(len(users), dtype=bool)
+    if dataset.users is not None and "push_opt_in" in dataset.users:
+        idx = users.to_index_series(dataset.users["user_id"])
+        opt_in[idx] = dataset.users["push_opt_in"].fillna(True).to_numpy(dtype=bool)
+
+    return GraphData(
+        users=users,
+        items=items,
+        train=_matrix(split.train, users, items, train_w),
+        valid=_binary(_matrix(split.valid, users, items, None)),
+        test=_binary(_matrix(split.test, users, items, None)),
+        social=social_matrix(split.social, users, dataset.social_symmetric),
+        purchases=_binary(_matrix(purchases, users, items, None)),
+        shares_train=encode_shares(split.train_shares, users, items),
+        shares_valid=encode_shares(split.valid_shares, users, items),
+        shares_test=encode_shares(split.test_shares, users, items),
+        item_category=item_category,
+        categories=categories,
+        push_opt_in=opt_in,
+    )
