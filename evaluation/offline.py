@@ -1,0 +1,404 @@
+"""Offline evaluation of the three tasks the service answers, from embeddings (score = inner product).
+
+- :func:`evaluate_recommend` — user → items
+- :func:`evaluate_push` — item → users (precision push)
+- :func:`evaluate_share` — (sharer, item) → friends (share partners)
+
+Recommend and push rank either every candidate (``protocol="full"``, the default: the sharper
+measure) or one held-out positive against ``negatives`` sampled non-interacted candidates
+(``protocol="sampled"``, the protocol of GBGCN: Zhang et al., "Group-Buying Recommendation for
+Social E-Commerce", ICDE 2021; metrics averaged over (query, positive) pairs; Krichene & Rendle,
+"On Sampled Metrics for Item Recommendation", KDD 2020, explain why full ranking is preferred).
+
+A target that the query already met in an excluded split (e.g. a user who viewed an item in train and
+bought it in test) cannot be ranked, since seen candidates are removed from the ranking: such targets
+are dropped from the ground truth and counted in ``n_seen_targets``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from socialrec.evaluation.metrics import (
+    PerQuery,
+    catalogue_coverage,
+    csr_contains,
+    mean_metrics,
+    per_query_metrics,
+    ranking_metrics,
+)
+from socialrec.evaluation.topk import topk_scores
+from socialrec.features.graph import GraphData
+
+Target = Literal["valid", "test"]
+Protocol = Literal["full", "sampled"]
+#: score_fn(sharers, items, candidates) -> one score array per candidate array.
+ShareScoreFn = Callable[[np.ndarray, np.ndarray, list[np.ndarray]], list[np.ndarray]]
+
+#: Score-matrix entries computed at once (float32: 256 MiB), bounds memory for large catalogues.
+_SCORE_BUDGET = 1 << 26
+
+
+def _binary(m: sp.spmatrix) -> sp.csr_matrix:
+    m = sp.csr_matrix(m, dtype=np.float32, copy=True)
+    m.eliminate_zeros()
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
+def _target_and_exclusion(
+    data: GraphData, target: Target
+) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
+    """(target, excluded, every interaction), users × items, binary."""
+    if target not in ("valid", "test"):
+        raise ValueError(f"target must be 'valid' or 'test', got {target!r}")
+    train, valid, test = _binary(data.train), _binary(data.valid), _binary(data.test)
+    if target == "valid":
+        return valid, train, _binary(train + valid + test)
+    return test, _binary(train + valid), _binary(train + valid + test)
+
+
+def _drop_seen(truth: sp.csr_matrix, exclude: sp.csr_matrix) -> tuple[sp.csr_matrix, int]:
+    seen = truth.multiply(exclude).tocsr()
+    seen.eliminate_zeros()
+    kept = (truth - seen).tocsr()
+    kept.eliminate_zeros()
+    return kept, int(seen.nnz)
+
+
+def sample_negatives(
+    seen: sp.csr_matrix, rows: np.ndarray, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``n`` distinct columns per entry of ``rows``, uniform among the columns ``seen[row]`` lacks.
+
+    Returns ``(len(rows), n)`` int64, each row sorted. Sparse rows are drawn by rejection (draw,
+    redraw the seen and the repeated); rows that would need many redraws (fewer than ``2n`` unseen
+    columns) take the ``n`` smallest of uniform random keys over their unseen columns instead.
+    """
+    seen = _binary(seen)
+    rows = np.asarray(rows, dtype=np.int64)
+    n_cols = seen.shape[1]
+    unseen = n_cols - np.diff(seen.indptr)[rows]
+    if len(rows) and unseen.min() < n:
+        bad = rows[np.argmin(unseen)]
+        raise ValueError(
+            f"row {bad} has only {unseen.min()} candidates it has not interacted with, "
+            f"fewer than negatives={n}; lower `evaluation.negatives` or use protocol='full'"
+        )
+    out = np.empty((len(rows), n), dtype=np.int64)
+    dense = unseen < 2 * n
+    for i in np.flatnonzero(dense):
+        keys = rng.random(n_cols)
+        keys[seen.indices[seen.indptr[rows[i]]: seen.indptr[rows[i] + 1]]] = np.inf
+        out[i] = np.sort(np.argpartition(keys, n - 1)[:n])
+
+    todo = np.flatnonzero(~dense)
+    out[todo] = rng.integers(0, n_cols, size=(len(todo), n))
+    while todo.size:
+        block = np.sort(out[todo], axis=1)
+        bad = csr_contains(seen, rows[todo], block)
+        bad[:, 1:] |= block[:, 1:] == block[:, :-1]
+        block[bad] = rng.integers(0, n_cols, size=int(bad.sum()))
+        out[todo] = block
+        todo = todo[bad.any(axis=1)]
+    out[~dense] = np.sort(out[~dense], axis=1)
+    return out
+
+
+def _full_ranking(
+    query_emb: np.ndarray,
+    key_emb: np.ndarray,
+    truth: sp.csr_matrix,
+    exclude: sp.csr_matrix,
+    ks: list[int],
+) -> dict[str, float]:
+    queries = np.flatnonzero(np.diff(truth.indptr) > 0)
+    chunk = max(1, min(4096, _SCORE_BUDGET // max(1, key_emb.shape[0])))
+    topk, _ = topk_scores(query_emb[queries], key_emb, max(ks), exclude=exclude[queries],
+                          chunk=chunk)
+    out = ranking_metrics(topk, truth[queries], ks)
+    out.update(catalogue_coverage(topk, key_emb.shape[0], ks))
+    return out
+
+
+def _sampled_ranking(
+    query_emb: np.ndarray,
+    key_emb: np.ndarray,
+    truth: sp.csr_matrix,
+    interacted: sp.csr_matrix,
+    ks: list[int],
+    negatives: int,
+    seed: int,
+) -> dict[str, float]:
+    """Rank each (query, positive) pair's positive among ``negatives`` sampled negatives.
+
+    Ties count against the positive (a model that scores everything alike gets no credit).
+    """
+    rng = np.random.default_rng(seed)
+    coo = truth.tocoo()
+    order = np.lexsort((coo.col, coo.row))
+    pair_q, pair_pos = coo.row[order].astype(np.int64), coo.col[order].astype(np.int64)
+    batch = max(1, min(4096, _SCORE_BUDGET // max(key_emb.shape[0], negatives)))
+    ranks = np.empty(len(pair_q), dtype=np.int64)
+    for start in range(0, len(pair_q), batch):
+        q, pos = pair_q[start: start + batch], pair_pos[start: start + batch]
+        neg = sample_negatives(interacted, q, negatives, rng)
+        uq, inv = np.unique(q, return_inverse=True)
+        scores = query_emb[uq] @ key_emb.T
+        pos_score = scores[inv, pos]
+        neg_score = scores[inv[:, None], neg]
+        ranks[start: start + batch] = (neg_score >= pos_score[:, None]).sum(axis=1)
+
+    # Express each pair as a top-K list holding the positive (candidate 0) at its rank, so the
+    # metrics come from the same code as full ranking.
+    k_max = max(ks)
+    parts: list[PerQuery] = []
+    for start in range(0, len(ranks), 65536):
+        r = ranks[start: start + 65536]
+        topk = np.full((len(r), k_max), -1, dtype=np.int64)
+        inside = r < k_max
+        topk[np.flatnonzero(inside), r[inside]] = 0
+        truth_pairs = sp.csr_matrix(np.ones((len(r), 1), dtype=np.int8))
+        parts.append(per_query_metrics(topk, truth_pairs, ks))
+    names = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg", "hit", "mrr", "precision")]
+    merged = PerQuery(
+        values={n: np.concatenate([p.values[n] for p in parts] or [np.zeros(0)]) for n in names},
+        queries=np.arange(len(ranks)),
+        n_skipped=0,
+    )
+    return mean_metrics(merged)
+
+
+def _evaluate_ranking(
+    query_emb: np.ndarray,
+    key_emb: np.ndarray,
+    truth: sp.csr_matrix,
+    exclude: sp.csr_matrix,
+    interacted: sp.csr_matrix,
+    ks: Iterable[int],
+    protocol: Protocol,
+    negatives: int,
+    seed: int,
+) -> dict[str, float]:
+    ks = sorted({int(k) for k in ks})
+    query_emb = np.ascontiguousarray(query_emb, dtype=np.float32)
+    key_emb = np.ascontiguousarray(key_emb, dtype=np.float32)
+    if query_emb.shape[0] != truth.shape[0] or key_emb.shape[0] != truth.shape[1]:
+        raise ValueError(
+            f"embeddings cover {query_emb.shape[0]} queries × {key_emb.shape[0]} candidates, "
+            f"the data has {truth.shape[0]} × {truth.shape[1]}"
+        )
+    truth, n_seen = _drop_seen(truth, exclude)
+    n_queries = int((np.diff(truth.indptr) > 0).sum())
+    if protocol == "full":
+        out = _full_ranking(query_emb, key_emb, truth, exclude, ks)
+    elif protocol == "sampled":
+        out = _sampled_ranking(query_emb, key_emb, truth, interacted, ks, negatives, seed)
+        out["n_pairs"] = out.pop("n_queries")
+        out["n_queries"] = n_queries
+    else:
+        raise ValueError(f"protocol must be 'full' or 'sampled', got {protocol!r}")
+    out["n_skipped"] = truth.shape[0] - n_queries
+    out["n_seen_targets"] = n_seen
+    return out
+
+
+def evaluate_recommend(
+    user_emb: np.ndarray,
+    item_emb: np.ndarray,
+    data: GraphData,
+    target: Target = "test",
+    ks: Iterable[int] = (10, 20),
+    protocol: Protocol = "full",
+    negatives: int = 999,
+    seed: int = 2026,
+) -> dict[str, float]:
+    """User → items: rank items for every user with at least one ``target`` item.
+
+    Items the user met in train (and in valid, when ``target="test"``) are removed from the ranking.
+    Returns ``recall|ndcg|hit|mrr|precision@k``, ``coverage@k`` (full protocol: share of items in
+    any top-k list), ``n_queries`` (users evaluated), ``n_skipped`` (users without targets),
+    ``n_seen_targets`` and, for the sampled protocol, ``n_pairs``.
+    """
+    truth, exclude, interacted = _target_and_exclusion(data, target)
+    return _evaluate_ranking(user_emb, item_emb, truth, exclude, interacted, ks, protocol,
+                             negatives, seed)
+
+
+def evaluate_push(
+    user_emb: np.ndarray,
+    item_emb: np.ndarray,
+    data: GraphData,
+    target: Target = "test",
+    ks: Iterable[int] = (10, 20),
+    protocol: Protocol = "full",
+    negatives: int = 999,
+    seed: int = 2026,
+) -> dict[str, float]:
+    """Item → users (precision push): rank users for every item with at least one ``target`` user.
+
+    Positives are the users who interacted with the item in the target split; users who interacted
+    with it in train (and valid, for test) are removed from the ranking. Keys as
+    :func:`evaluate_recommend`, with queries = items and ``coverage@k`` = share of users reached.
+    """
+    truth, exclude, interacted = _target_and_exclusion(data, target)
+    return _evaluate_ranking(item_emb, user_emb, truth.T.tocsr(), exclude.T.tocsr(),
+                             interacted.T.tocsr(), ks, protocol, negatives, seed)
+
+
+# --- share partners -------------------------------------------------------------------------------
+
+
+def embedding_share_scorer(user_emb: np.ndarray, item_emb: np.ndarray) -> ShareScoreFn:
+    """The default share score: the candidate's affinity to the item, ``user_emb[c] @ item_emb[i]``."""
+    user_emb = np.asarray(user_emb, dtype=np.float32)
+    item_emb = np.asarray(item_emb, dtype=np.float32)
+
+    def score(sharers: np.ndarray, items: np.ndarray,
+              candidates: list[np.ndarray]) -> list[np.ndarray]:
+        lengths = [len(c) for c in candidates]
+        flat = np.concatenate(candidates) if candidates else np.zeros(0, dtype=np.int64)
+        flat_items = np.repeat(np.asarray(items, dtype=np.int64), lengths)
+        s = np.einsum("ij,ij->i", user_emb[flat], item_emb[flat_items])
+        return np.split(s, np.cumsum(lengths)[:-1])
+
+    return score
+
+
+def share_groups(shares: pd.DataFrame) -> pd.DataFrame:
+    """One row per (sharer, item) of share records: ``recipients`` and ``joined`` (who acted) arrays.
+
+    Records with an unknown sharer, item or recipient (internal id -1) are dropped; the caller counts
+    them.
+    """
+    ok = (shares["sharer"] >= 0) & (shares["item"] >= 0) & (shares["recipient"] >= 0)
+    per_recipient = (
+        shares[ok].groupby(["sharer", "item", "recipient"], sort=True)["joined"].any().reset_index()
+    )
+    if per_recipient.empty:
+        return pd.DataFrame({"sharer": np.zeros(0, dtype=np.int64),
+                             "item": np.zeros(0, dtype=np.int64), "recipients": [], "joined": []})
+    keys = per_recipient[["sharer", "item"]].to_numpy(dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, (keys[1:] != keys[:-1]).any(axis=1)])
+    recipients = np.split(per_recipient["recipient"].to_numpy(dtype=np.int64), starts[1:])
+    joined = np.split(per_recipient["joined"].to_numpy(dtype=bool), starts[1:])
+    return pd.DataFrame({
+        "sharer": keys[starts, 0],
+        "item": keys[starts, 1],
+        "recipients": recipients,
+        "joined": [r[m] for r, m in zip(recipients, joined, strict=True)],
+    })
+
+
+def share_candidates(social: sp.csr_matrix, sharers: np.ndarray, hops: int = 1) -> list[np.ndarray]:
+    """Each sharer's friends (``hops=1``), or friends and friends of friends (``hops=2``), sorted by
+    user id, never the sharer."""
+    if hops not in (1, 2):
+        raise ValueError(f"hops must be 1 or 2, got {hops}")
+    adj = _binary(social)
+    sharers = np.asarray(sharers, dtype=np.int64)
+    reach = adj[sharers]
+    if hops == 2:
+        reach = reach + reach @ adj
+    reach = reach.tocsr()
+    reach.sum_duplicates()
+    return [
+        c[c != s]
+        for s, c in zip(sharers, np.split(reach.indices.astype(np.int64), reach.indptr[1:-1]),
+                        strict=True)
+    ]
+
+
+def _rank_candidates(candidates: list[np.ndarray], scores: list[np.ndarray], k: int) -> np.ndarray:
+    topk = np.full((len(candidates), k), -1, dtype=np.int64)
+    for row, (c, s) in enumerate(zip(candidates, scores, strict=True)):
+        best = c[np.argsort(-np.asarray(s), kind="stable")[:k]]
+        topk[row, : len(best)] = best
+    return topk
+
+
+def evaluate_share(
+    score_fn: ShareScoreFn,
+    data: GraphData,
+    target: Target = "test",
+    ks: Iterable[int] = (10, 20),
+    hops: int = 1,
+    batch: int = 4096,
+) -> dict[str, float]:
+    """Share partners: for each (sharer, item) of the target split's share records, rank the
+    sharer's friends (``hops=2``: and friends of friends) by ``score_fn``; the truth is every
+    recipient of that (sharer, item).
+
+    Recipients outside the candidate set count as misses. Returns the ranking metrics, ``coverage``
+    (share of true recipients inside the candidate set at all), ``mean_candidates``, ``n_queries``,
+    ``n_skipped``, ``n_dropped_records`` (unknown ids) and, when any recipient joined, the same
+    metrics against joined recipients only, prefixed ``joined_``.
+    """
+    if target not in ("valid", "test"):
+        raise ValueError(f"target must be 'valid' or 'test', got {target!r}")
+    ks = sorted({int(k) for k in ks})
+    shares = data.shares_valid if target == "valid" else data.shares_test
+    groups = share_groups(shares)
+    n_dropped = int(len(shares) - (
+        (shares["sharer"] >= 0) & (shares["item"] >= 0) & (shares["recipient"] >= 0)).sum())
+
+    sharers = groups["sharer"].to_numpy(dtype=np.int64)
+    items = groups["item"].to_numpy(dtype=np.int64)
+    topk = np.full((len(groups), max(ks)), -1, dtype=np.int64)
+    candidates: list[np.ndarray] = []
+    for start in range(0, len(groups), batch):
+        s, i = sharers[start: start + batch], items[start: start + batch]
+        cands = share_candidates(data.social, s, hops)
+        scores = score_fn(s, i, cands)
+        if len(scores) != len(cands) or any(
+                len(a) != len(b) for a, b in zip(scores, cands, strict=True)):
+            raise ValueError("score_fn must return one score per candidate, for every group")
+        topk[start: start + len(cands)] = _rank_candidates(cands, scores, max(ks))
+        candidates.extend(cands)
+
+    out: dict[str, float] = {}
+    variants = {"": list(groups["recipients"])}
+    if len(shares) and shares["joined"].any():
+        variants["joined_"] = list(groups["joined"])
+    for prefix, truth in variants.items():
+        metrics = ranking_metrics(topk, truth, ks) if len(groups) else {
+            **{f"{m}@{k}": float("nan") for k in ks
+               for m in ("recall", "ndcg", "hit", "mrr", "precision")},
+            "n_queries": 0, "n_skipped": 0,
+        }
+        n_true = sum(len(t) for t in truth)
+        covered = sum(int(np.isin(t, c).sum()) for t, c in zip(truth, candidates, strict=True))
+        metrics["coverage"] = covered / n_true if n_true else float("nan")
+        out.update({prefix + name: value for name, value in metrics.items()})
+    out["mean_candidates"] = float(np.mean([len(c) for c in candidates])) if candidates else 0.0
+    out["n_dropped_records"] = n_dropped
+    return out
+
+
+def evaluate_all(
+    user_emb: np.ndarray,
+    item_emb: np.ndarray,
+    data: GraphData,
+    target: Target = "test",
+    ks: Sequence[int] = (10, 20),
+    protocol: Protocol = "full",
+    negatives: int = 999,
+    seed: int = 2026,
+    share_hops: int = 1,
+) -> dict[str, float]:
+    """All three tasks with the embedding scorers, keys prefixed ``recommend/``, ``push/`` and
+    ``share/`` (share only when the target split has share records)."""
+    out = {f"recommend/{k}": v for k, v in evaluate_recommend(
+        user_emb, item_emb, data, target, ks, protocol, negatives, seed).items()}
+    out.update({f"push/{k}": v for k, v in evaluate_push(
+        user_emb, item_emb, data, target, ks, protocol, negatives, seed).items()})
+    shares = data.shares_valid if target == "valid" else data.shares_test
+    if len(shares):
+        out.update({f"share/{k}": v for k, v in evaluate_share(
+            embedding_share_scorer(user_emb, item_emb), data, target, ks, share_hops).items()})
+    return out

@@ -1,0 +1,356 @@
+"""The event store: what was served (exposures) and what users did next (feedback).
+
+Serving logs every ranked list it returns as exposures (one row per ranked entry, with the request
+id, the A/B variant and the model version); clients post feedback events (push_open, click,
+purchase, …) that refer to the request id. The A/B analysis (``socialrec.evaluation.ab``) joins
+the two; the push frequency cap reads :meth:`EventStore.push_counts`.
+
+Storage is SQLAlchemy 2 Core over any SQLAlchemy URL. The default is a local SQLite file in WAL
+mode with ``synchronous=FULL``, so a write that returned has reached the disk and survives
+``kill -9`` of the process; several server workers may write at once (``busy_timeout`` plus a
+retry on "database is locked").
+
+events_schema — moving to PostgreSQL
+------------------------------------
+Nothing in the code changes: pass ``postgresql+psycopg://user@host:5432/db`` (or set
+``SOCIALREC_EVENT_STORE``) and the tables and indexes below are created on first use.
+:func:`events_schema` prints the exact DDL for a URL's dialect, for a DBA to review or to
+apply by hand. Two tables (an optional prefix lets several stores share one database):
+
+* ``exposures``: id (serial pk), request_id, ts (timestamptz, UTC), endpoint, experiment,
+  variant, model_version, unit_id, user_id, item_id, rank, score.
+  Indexes: request_id (the feedback join), (user_id, ts) (frequency cap), (experiment, ts)
+  (the A/B report).
+* ``feedback``: event_id (pk, client supplied; a repeat is ignored, which makes posting
+  feedback idempotent), request_id (null for organic events), ts, user_id, item_id, event,
+  value. Indexes: request_id, (user_id, ts), ts.
+
+Existing SQLite data moves with a plain copy, e.g. ``store_pg.log_exposures(...)`` from
+``store_sqlite.exposures()`` rows, or ``sqlite3 events.db .dump`` filtered to the INSERTs. At
+high volume, partition both tables by month on ``ts`` (PostgreSQL declarative partitioning) and
+drop old partitions instead of deleting rows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+
+#: Endpoints that log exposures (the BentoML service's ranked-list endpoints).
+ENDPOINTS: tuple[str, ...] = ("push_targets", "share_partners", "recommend")
+#: Feedback event kinds accepted from clients.
+FEEDBACK_EVENTS: tuple[str, ...] = ("push_open", "click", "purchase", "share", "join", "cart",
+                                    "view")
+
+# SQLite allows 32766 host parameters per statement; PostgreSQL 65535. 1000 is safe everywhere
+# and still few round trips for the frequency cap's 10k ids.
+_IN_CHUNK = 1000
+_LOCK_RETRIES = 8
+
+
+def _utc(ts: datetime, what: str) -> datetime:
+    """``ts`` as an aware UTC datetime; a naive one is taken to already be UTC."""
+    if not isinstance(ts, datetime):
+        raise TypeError(f"{what}: expected a datetime, got {type(ts).__name__} {ts!r}")
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """One entry of a served ranked list.
+
+    ``unit_id`` is the A/B randomisation unit (a user or a campaign id); ``user_id`` is who sees
+    the entry: the pushed user for ``push_targets``, the requesting user otherwise.
+    ``experiment`` / ``variant`` are None when no experiment covered the request.
+    """
+
+    request_id: str
+    ts: datetime
+    endpoint: str
+    experiment: str | None
+    variant: str | None
+    model_version: str | None
+    unit_id: str | None
+    user_id: str
+    item_id: str | None
+    rank: int
+    score: float
+
+    def __post_init__(self) -> None:
+        if self.endpoint not in ENDPOINTS:
+            raise ValueError(
+                f"Exposure.endpoint: expected one of {ENDPOINTS}, got {self.endpoint!r}")
+        object.__setattr__(self, "ts", _utc(self.ts, "Exposure.ts"))
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """One user action reported by a client. ``event_id`` is unique per event (client supplied),
+    ``request_id`` links it to the exposure it followed (None for organic events), ``value`` is
+    the revenue of a purchase (0 otherwise)."""
+
+    event_id: str
+    request_id: str | None
+    ts: datetime
+    user_id: str
+    item_id: str | None
+    event: str
+    value: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.event not in FEEDBACK_EVENTS:
+            raise ValueError(
+                f"Feedback.event: expected one of {FEEDBACK_EVENTS}, got {self.event!r}")
+        object.__setattr__(self, "ts", _utc(self.ts, "Feedback.ts"))
+
+
+EXPOSURE_COLUMNS = [f.name for f in fields(Exposure)]
+FEEDBACK_COLUMNS = [f.name for f in fields(Feedback)]
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timestamps stored in UTC and returned as aware UTC datetimes on every backend.
+
+    PostgreSQL keeps them as ``timestamptz``; SQLite has no time zones, so they are stored naive
+    (always UTC) and the zone is put back on reading.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = _utc(value, "timestamp")
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        return None if value is None else _utc(value, "timestamp")
+
+
+def _tables(metadata: sa.MetaData, prefix: str) -> tuple[sa.Table, sa.Table]:
+    exposures = sa.Table(
+        f"{prefix}exposures", metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+                  autoincrement=True),
+        sa.Column("request_id", sa.String(64), nullable=False),
+        sa.Column("ts", UTCDateTime(), nullable=False),
+        sa.Column("endpoint", sa.String(32), nullable=False),
+        sa.Column("experiment", sa.String(128)),
+        sa.Column("variant", sa.String(128)),
+        sa.Column("model_version", sa.String(128)),
+        sa.Column("unit_id", sa.String(128)),
+        sa.Column("user_id", sa.String(128), nullable=False),
+        sa.Column("item_id", sa.String(128)),
+        sa.Column("rank", sa.Integer, nullable=False),
+        sa.Column("score", sa.Float, nullable=False),
+        sa.Index(f"ix_{prefix}exposures_request_id", "request_id"),
+        sa.Index(f"ix_{prefix}exposures_user_ts", "user_id", "ts"),
+        sa.Index(f"ix_{prefix}exposures_experiment_ts", "experiment", "ts"),
+    )
+    feedback = sa.Table(
+        f"{prefix}feedback", metadata,
+        sa.Column("event_id", sa.String(128), primary_key=True),
+        sa.Column("request_id", sa.String(64)),
+        sa.Column("ts", UTCDateTime(), nullable=False),
+        sa.Column("user_id", sa.String(128), nullable=False),
+        sa.Column("item_id", sa.String(128)),
+        sa.Column("event", sa.String(32), nullable=False),
+        sa.Column("value", sa.Float, nullable=False, server_default="0"),
+        sa.Index(f"ix_{prefix}feedback_request_id", "request_id"),
+        sa.Index(f"ix_{prefix}feedback_user_ts", "user_id", "ts"),
+        sa.Index(f"ix_{prefix}feedback_ts", "ts"),
+    )
+    return exposures, feedback
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cur = dbapi_connection.cursor()
+    # WAL lets readers run while a worker writes; FULL syncs the WAL on every commit, so an
+    # acknowledged write survives kill -9 and power loss. busy_timeout makes a writer wait for
+    # the lock instead of failing at once.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+T = TypeVar("T")
+
+
+class EventStore:
+    """Exposures and feedback in one SQL database (SQLite file by default, PostgreSQL by URL).
+
+    Time filters are half-open: ``since <= ts < until``. ``table_prefix`` names the tables
+    ``{prefix}exposures`` / ``{prefix}feedback`` (tests use it to get a private pair).
+    """
+
+    def __init__(self, url: str = "sqlite:///events.db", *, table_prefix: str = "") -> None:
+        self.url = url
+        self.engine: Engine = sa.create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        if self.is_sqlite:
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.metadata = sa.MetaData()
+        self.exposures_table, self.feedback_table = _tables(self.metadata, table_prefix)
+        # Two workers starting at once may both try to create the tables.
+        self._retry(lambda: self.metadata.create_all(self.engine))
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def log_exposures(self, rows: list[Exposure]) -> None:
+        """Insert ``rows`` in one statement and one transaction (all or nothing)."""
+        if not rows:
+            return
+        params = [_row(r, EXPOSURE_COLUMNS) for r in rows]
+
+        def write() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(self.exposures_table.insert(), params)
+
+        self._retry(write)
+
+    def log_feedback(self, events: list[Feedback]) -> int:
+        """Insert ``events``, ignoring any whose ``event_id`` is already stored (or repeated in
+        the batch); returns how many were new. Committed before it returns."""
+        unique: dict[str, dict[str, Any]] = {}
+        for e in events:
+            unique.setdefault(e.event_id, _row(e, FEEDBACK_COLUMNS))
+        if not unique:
+            return 0
+        if self.engine.dialect.name not in ("sqlite", "postgresql"):
+            raise NotImplementedError(
+                f"EventStore supports SQLite and PostgreSQL, not {self.engine.dialect.name!r}")
+        insert = (sqlite.insert if self.is_sqlite else postgresql.insert)(self.feedback_table)
+        # RETURNING on a conflict-ignoring insert yields exactly the rows that were new.
+        stmt = insert.on_conflict_do_nothing(index_elements=["event_id"]).returning(
+            self.feedback_table.c.event_id)
+        params = list(unique.values())
+
+        def write() -> int:
+            with self.engine.begin() as conn:
+                return len(conn.execute(stmt, params).all())
+
+        return self._retry(write)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def exposures(self, experiment: str | None = None, since: datetime | None = None,
+                  until: datetime | None = None) -> pd.DataFrame:
+        """Exposures (optionally of one experiment) in ``[since, until)``, oldest first."""
+        t = self.exposures_table
+        query = sa.select(*(t.c[c] for c in EXPOSURE_COLUMNS)).order_by(t.c.ts, t.c.id)
+        if experiment is not None:
+            query = query.where(t.c.experiment == experiment)
+        query = _between(query, t.c.ts, since, until)
+        return self._frame(query, EXPOSURE_COLUMNS)
+
+    def feedback(self, since: datetime | None = None,
+                 until: datetime | None = None) -> pd.DataFrame:
+        """Feedback events in ``[since, until)``, oldest first."""
+        t = self.feedback_table
+        query = sa.select(*(t.c[c] for c in FEEDBACK_COLUMNS)).order_by(t.c.ts, t.c.event_id)
+        query = _between(query, t.c.ts, since, until)
+        return self._frame(query, FEEDBACK_COLUMNS)
+
+    def push_counts(self, user_ids: list[str], since: datetime) -> dict[str, int]:
+        """How many pushes (``push_targets`` exposures) each user got at or after ``since``.
+
+        Every requested id is in the answer (0 when none). The ids go in chunks of an expanding
+        IN list, each answered from the (user_id, ts) index.
+        """
+        t = self.exposures_table
+        counts = dict.fromkeys(user_ids, 0)
+        query = (
+            sa.select(t.c.user_id, sa.func.count())
+            .where(t.c.endpoint == "push_targets", t.c.ts >= since,
+                   t.c.user_id.in_(sa.bindparam("ids", expanding=True)))
+            .group_by(t.c.user_id)
+        )
+        ids = list(counts)
+        with self.engine.connect() as conn:
+            for chunk in _chunks(ids, _IN_CHUNK):
+                for user_id, n in conn.execute(query, {"ids": chunk}):
+                    counts[user_id] = int(n)
+        return counts
+
+    def close(self) -> None:
+        """Release the connection pool (the data is already committed)."""
+        self.engine.dispose()
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _frame(self, query: sa.Select[Any], columns: list[str]) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            df = pd.DataFrame(conn.execute(query).all(), columns=columns)
+        df["ts"] = pd.to_datetime(df["ts"], utc=True)
+        return df
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        """Run ``fn``, retrying with backoff while SQLite reports the database locked (a writer
+        outlasted busy_timeout, or two connections raced to upgrade to a write lock)."""
+        for attempt in range(_LOCK_RETRIES):
+            try:
+                return fn()
+            except OperationalError as exc:
+                if "locked" not in str(exc) or attempt == _LOCK_RETRIES - 1:
+                    raise
+                time.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")
+
+
+def _row(obj: Any, columns: list[str]) -> dict[str, Any]:
+    return {c: getattr(obj, c) for c in columns}
+
+
+def _between(query: sa.Select[Any], col: sa.ColumnElement[Any], since: datetime | None,
+             until: datetime | None) -> sa.Select[Any]:
+    if since is not None:
+        query = query.where(col >= _utc(since, "since"))
+    if until is not None:
+        query = query.where(col < _utc(until, "until"))
+    return query
+
+
+def _chunks(seq: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(seq), size):
+        yield seq[start:start + size]
+
+
+def events_schema(url: str = "postgresql+psycopg://", table_prefix: str = "") -> str:
+    """The CREATE TABLE / CREATE INDEX statements of the event store in ``url``'s SQL dialect
+    (no connection is made), e.g. ``print(events_schema("postgresql+psycopg://"))``."""
+    dialect = sa.create_engine(url).dialect
+    metadata = sa.MetaData()
+    tables = _tables(metadata, table_prefix)
+    ddl: list[str] = []
+    for table in tables:
+        ddl.append(str(sa.schema.CreateTable(table).compile(dialect=dialect)).strip() + ";")
+        ddl.extend(str(sa.schema.CreateIndex(ix).compile(dialect=dialect)) + ";"
+                   for ix in sorted(table.indexes, key=lambda ix: ix.name or ""))
+    return "\n\n".join(ddl)
+
+
+def iter_rows(df: pd.DataFrame, cls: type[Exposure] | type[Feedback]) -> Iterable[Any]:
+    """Rebuild dataclasses from a frame returned by :meth:`EventStore.exposures` / ``feedback``
+    (e.g. to copy a SQLite store into PostgreSQL)."""
+    columns = [f.name for f in fields(cls)]
+    for rec in df[columns].itertuples(index=False):
+        values = [None if pd.isna(v) else v for v in rec]
+        values[columns.index("ts")] = pd.Timestamp(values[columns.index("ts")]).to_pydatetime()
+        yield cls(*values)

@@ -1,0 +1,203 @@
+"""Fitting the social GNN behind the :class:`Recommender` contract (BPR, early stopping on valid)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from tqdm.auto import tqdm
+
+from socialrec.features.graph import GraphData
+from socialrec.models.base import Recommender
+from socialrec.models.gnn import SocialGNN, normalized_adjacency
+
+log = logging.getLogger(__name__)
+
+#: validate(user_emb, item_emb) -> value of the early-stopping metric (higher is better)
+Validator = Callable[[np.ndarray, np.ndarray], float]
+
+
+@dataclass
+class FitHistory:
+    """Per-epoch curves, logged to MLflow and plotted."""
+
+    loss: list[float] = field(default_factory=list)
+    valid: list[tuple[int, float]] = field(default_factory=list)  # (epoch, metric)
+    epoch_seconds: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    best_valid: float = float("-inf")
+    seconds_to_best: float = 0.0
+
+
+class BPRSampler:
+    """Uniform (user, positive, negative) triples from the training matrix.
+
+    A negative is resampled once when it hits a training positive; the few that still collide are
+    kept (at catalogue sizes here they are < 0.1% of triples and cost nothing measurable).
+    """
+
+    def __init__(self, train: sp.csr_matrix, seed: int) -> None:
+        coo = train.tocoo()
+        self.users = coo.row.astype(np.int64)
+        self.items = coo.col.astype(np.int64)
+        self.n_items = train.shape[1]
+        self.keys = np.sort(self.users * self.n_items + self.items)
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def _is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        keys = users * self.n_items + items
+        pos = np.searchsorted(self.keys, keys)
+        pos[pos == len(self.keys)] = 0
+        return self.keys[pos] == keys
+
+    def epoch(self, batch_size: int):
+        order = self.rng.permutation(len(self.users))
+        for start in range(0, len(order), batch_size):
+            sel = order[start : start + batch_size]
+            users, pos = self.users[sel], self.items[sel]
+            neg = self.rng.integers(0, self.n_items, len(sel))
+            clash = self._is_positive(users, neg)
+            neg[clash] = self.rng.integers(0, self.n_items, int(clash.sum()))
+            yield (torch.from_numpy(users), torch.from_numpy(pos), torch.from_numpy(neg))
+
+
+class SocialGNNRecommender(Recommender):
+    """The social GNN (models/gnn.py) trained with BPR; ``social_weight=0`` gives plain LightGCN.
+
+    Args mirror the ``model:`` section of configs/defaults.yaml.
+    """
+
+    name = "socialgnn"
+
+    def __init__(
+        self,
+        embedding_dim: int = 64,
+        num_layers: int = 3,
+        social_weight: float = 1.0,
+        lr: float = 1e-3,
+        l2: float = 1e-4,
+        batch_size: int = 4096,
+        epochs: int = 200,
+        patience: int = 10,
+        eval_every: int = 1,
+        seed: int = 2026,
+        cl_weight: float = 0.0,
+        cl_eps: float = 0.1,
+        cl_temperature: float = 0.2,
+        weighted_edges: bool = True,
+        max_seconds: float | None = None,
+        validator: Validator | None = None,
+        **unused: Any,
+    ) -> None:
+        self.params = dict(
+            embedding_dim=embedding_dim, num_layers=num_layers, social_weight=social_weight, lr=lr,
+            l2=l2, batch_size=batch_size, epochs=epochs, patience=patience, eval_every=eval_every,
+            seed=seed, cl_weight=cl_weight, cl_eps=cl_eps, cl_temperature=cl_temperature,
+            weighted_edges=weighted_edges, max_seconds=max_seconds,
+        )
+        self.validator = validator
+        self.history = FitHistory()
+        self.module: SocialGNN | None = None
+        self._user_emb: np.ndarray | None = None
+        self._item_emb: np.ndarray | None = None
+
+    def _propagate(self, adj: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        assert self.module is not None
+        self.module.eval()
+        with torch.no_grad():
+            u, i = self.module.split(self.module.get_embedding(adj))
+        self.module.train()
+        return u.numpy().astype(np.float32), i.numpy().astype(np.float32)
+
+    def fit(self, data: GraphData, show_progress: bool = True) -> Self:
+        p = self.params
+        torch.manual_seed(p["seed"])
+        adj = normalized_adjacency(
+            data.train, data.social, social_weight=p["social_weight"], weighted=p["weighted_edges"]
+        )
+        self.module = SocialGNN(data.n_users, data.n_items, p["embedding_dim"], p["num_layers"])
+        optimizer = torch.optim.Adam(self.module.parameters(), lr=p["lr"])
+        sampler = BPRSampler(data.train, p["seed"])
+        best_state = copy.deepcopy(self.module.state_dict())
+        stale = 0
+        started = time.perf_counter()
+        bar = tqdm(range(1, p["epochs"] + 1), desc=f"train {self.name}", disable=not show_progress,
+                   unit="epoch")
+        for epoch in bar:
+            t0 = time.perf_counter()
+            total, steps = 0.0, 0
+            for users, pos, neg in sampler.epoch(p["batch_size"]):
+                loss = self._step(adj, users, pos, neg)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss)
+                steps += 1
+            self.history.loss.append(total / max(steps, 1))
+            self.history.epoch_seconds.append(time.perf_counter() - t0)
+            postfix = {"loss": f"{self.history.loss[-1]:.4f}"}
+            if self.validator is not None and epoch % p["eval_every"] == 0:
+                value = self.validator(*self._propagate(adj))
+                self.history.valid.append((epoch, value))
+                postfix["valid"] = f"{value:.4f}"
+                if value > self.history.best_valid:
+                    self.history.best_valid, self.history.best_epoch = value, epoch
+                    self.history.seconds_to_best = time.perf_counter() - started
+                    best_state = copy.deepcopy(self.module.state_dict())
+                    stale = 0
+                else:
+                    stale += p["eval_every"]
+            bar.set_postfix(postfix)
+            if self.validator is not None and stale >= p["patience"]:
+                log.info("early stop at epoch %d (best %d)", epoch, self.history.best_epoch)
+                break
+            if p["max_seconds"] and time.perf_counter() - started > p["max_seconds"]:
+                log.info("time budget of %.0f s reached at epoch %d", p["max_seconds"], epoch)
+                break
+        if self.validator is None:
+            best_state = self.module.state_dict()
+            self.history.best_epoch = len(self.history.loss)
+            self.history.seconds_to_best = time.perf_counter() - started
+        self.module.load_state_dict(best_state)
+        self._user_emb, self._item_emb = self._propagate(adj)
+        return self
+
+    def _step(self, adj: torch.Tensor, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor):
+        assert self.module is not None
+        p = self.params
+        user_emb, item_emb = self.module.split(self.module.get_embedding(adj))
+        loss = self.module.bpr_loss(user_emb, item_emb, users, pos, neg, p["l2"])
+        if p["cl_weight"] > 0:
+            v1u, v1i = self.module.split(self.module.get_embedding(adj, noise_eps=p["cl_eps"]))
+            v2u, v2i = self.module.split(self.module.get_embedding(adj, noise_eps=p["cl_eps"]))
+            uu, ii = torch.unique(users), torch.unique(pos)
+            loss = loss + p["cl_weight"] * (
+                self.module.infonce(v1u[uu], v2u[uu], p["cl_temperature"])
+                + self.module.infonce(v1i[ii], v2i[ii], p["cl_temperature"])
+            )
+        return loss
+
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._user_emb is None or self._item_emb is None:
+            raise RuntimeError(f"{self.name} is not fitted")
+        return self._user_emb, self._item_emb
+
+
+class LightGCNRecommender(SocialGNNRecommender):
+    """Plain LightGCN: the same model without social edges (the baseline the GNN must beat)."""
+
+    name = "lightgcn"
+
+    def __init__(self, **params: Any) -> None:
+        params["social_weight"] = 0.0
+        super().__init__(**params)

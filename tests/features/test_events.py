@@ -1,0 +1,194 @@
+"""The event store on a real SQLite file and a real PostgreSQL (skipped when it is not running)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from socialrec.features.events import EventStore, Exposure, Feedback, events_schema
+
+PG_URL = os.environ.get("SOCIALREC_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def _pg_reachable() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
+        yield s
+        s.close()
+        return
+    if not _pg_reachable():
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    # A private pair of tables per test, dropped afterwards.
+    s = EventStore(PG_URL, table_prefix=f"t{uuid.uuid4().hex[:10]}_")
+    yield s
+    s.metadata.drop_all(s.engine)
+    s.close()
+
+
+def exposure(i: int, user: str, minutes: int, endpoint: str = "push_targets",
+             experiment: str | None = "exp1") -> Exposure:
+    return Exposure(request_id=f"req{i}", ts=T0 + timedelta(minutes=minutes), endpoint=endpoint,
+                    experiment=experiment, variant="treatment" if i % 2 else "control",
+                    model_version="3", unit_id=user, user_id=user, item_id="item9", rank=i % 5,
+                    score=1.0 / (i + 1))
+
+
+def feedback(i: int, minutes: int, event: str = "click", value: float = 0.0) -> Feedback:
+    return Feedback(event_id=f"ev{i}", request_id=f"req{i}", ts=T0 + timedelta(minutes=minutes),
+                    user_id=f"u{i}", item_id="item9", event=event, value=value)
+
+
+def test_round_trip_keeps_every_field(store):
+    rows = [exposure(i, f"u{i}", i) for i in range(6)]
+    store.log_exposures(rows)
+    df = store.exposures()
+    assert len(df) == 6
+    first = df.iloc[1]
+    assert (first.request_id, first.variant, first["rank"], first.user_id) == (
+        "req1", "treatment", 1, "u1")
+    assert first.score == pytest.approx(0.5)
+    assert str(df.ts.dt.tz) == "UTC"
+    assert df.ts.iloc[1].to_pydatetime() == T0 + timedelta(minutes=1)
+
+    organic = Feedback("org", None, T0, "u7", None, "view")
+    store.log_feedback([feedback(1, 3, "purchase", 12.5), organic])
+    fb = store.feedback()
+    assert list(fb.event_id) == ["org", "ev1"]  # oldest first
+    assert fb.set_index("event_id").loc["ev1", "value"] == 12.5
+    assert fb.set_index("event_id").request_id.isna().loc["org"]
+
+
+def test_feedback_is_idempotent_on_event_id(store):
+    batch = [feedback(i, i) for i in range(5)]
+    assert store.log_feedback(batch) == 5
+    # Repeats, within the batch and against the table, are ignored and not counted.
+    again = [*batch[:2], feedback(9, 9), feedback(9, 9)]
+    assert store.log_feedback(again) == 1
+    assert store.log_feedback([]) == 0
+    assert sorted(store.feedback().event_id) == ["ev0", "ev1", "ev2", "ev3", "ev4", "ev9"]
+
+
+def test_time_filters_are_half_open_and_by_experiment(store):
+    store.log_exposures([exposure(i, f"u{i}", i * 10, experiment="exp1" if i < 4 else "exp2")
+                         for i in range(6)])
+    store.log_feedback([feedback(i, i * 10) for i in range(6)])
+    since, until = T0 + timedelta(minutes=10), T0 + timedelta(minutes=40)
+    assert list(store.exposures(since=since, until=until).request_id) == ["req1", "req2", "req3"]
+    assert list(store.exposures("exp2").request_id) == ["req4", "req5"]
+    assert list(store.exposures("exp1", since=since).request_id) == ["req1", "req2", "req3"]
+    assert list(store.feedback(since=since, until=until).event_id) == ["ev1", "ev2", "ev3"]
+    # A non-UTC zone means the same instant.
+    plus2 = timezone(timedelta(hours=2))
+    assert list(store.feedback(since=since.astimezone(plus2), until=until.astimezone(plus2))
+                .event_id) == ["ev1", "ev2", "ev3"]
+
+
+def test_push_counts_counts_only_pushes_since(store):
+    rows = [exposure(i, "a", i) for i in range(5)]                       # 5 pushes to a
+    rows += [exposure(10 + i, "b", 100 + i) for i in range(2)]           # 2 later pushes to b
+    rows += [exposure(20, "a", 50, endpoint="recommend")]                # not a push
+    rows += [exposure(30 + i, f"x{i}", 60) for i in range(1500)]         # more ids than one chunk
+    store.log_exposures(rows)
+    ids = ["a", "b", "nobody"] + [f"x{i}" for i in range(1500)]
+    counts = store.push_counts(ids, since=T0 + timedelta(minutes=2))
+    assert counts["a"] == 3 and counts["b"] == 2 and counts["nobody"] == 0
+    assert set(counts) == set(ids) and all(counts[f"x{i}"] == 1 for i in range(1500))
+    assert store.push_counts(["a", "b"], since=T0 + timedelta(minutes=101)) == {"a": 0, "b": 1}
+
+
+def test_bad_rows_are_refused_with_a_clear_message():
+    with pytest.raises(ValueError, match=r"endpoint.*push_targets.*'email'"):
+        exposure(1, "u", 0, endpoint="email")
+    with pytest.raises(ValueError, match=r"event.*'like'"):
+        feedback(1, 0, event="like")
+    with pytest.raises(TypeError, match=r"Feedback\.ts: expected a datetime"):
+        Feedback("e", None, "2024-01-01", "u", None, "view")  # type: ignore[arg-type]
+
+
+def test_naive_timestamps_are_taken_as_utc():
+    naive = Feedback("e", None, datetime(2024, 1, 1, 8), "u", None, "view")
+    assert naive.ts == datetime(2024, 1, 1, 8, tzinfo=UTC)
+
+
+def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path):
+    s = EventStore(f"sqlite:///{tmp_path / 'e.db'}")
+    with s.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    s.close()
+
+
+def test_events_schema_prints_postgres_ddl():
+    ddl = events_schema("postgresql+psycopg://")
+    assert "CREATE TABLE exposures" in ddl and "TIMESTAMP WITH TIME ZONE" in ddl
+    assert "CREATE INDEX ix_exposures_user_ts ON exposures (user_id, ts)" in ddl
+
+
+def _python(code: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def test_acknowledged_feedback_survives_kill_9(tmp_path):
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    proc = _python("""
+        import sys, time
+        from datetime import datetime, UTC
+        from socialrec.features.events import EventStore, Feedback
+        store = EventStore(sys.argv[1])
+        for b in range(3):
+            events = [Feedback(f"ev{b}-{i}", f"r{i}", datetime.now(UTC), f"u{i}", "i", "click")
+                      for i in range(100)]
+            print("acked", store.log_feedback(events), flush=True)
+        time.sleep(60)  # killed here, with the pool's connections still open
+    """, url)
+    assert proc.stdout is not None
+    lines = [proc.stdout.readline().strip() for _ in range(3)]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert lines == ["acked 100"] * 3
+    reopened = EventStore(url)
+    assert len(reopened.feedback()) == 300
+    reopened.close()
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    EventStore(url).close()
+    code = """
+        import sys
+        from datetime import datetime, UTC
+        from socialrec.features.events import EventStore, Exposure, Feedback
+        store, w = EventStore(sys.argv[1]), sys.argv[2]
+        for b in range(40):
+            now = datetime.now(UTC)
+            store.log_exposures([Exposure(f"{w}-{b}", now, "recommend", None, None, "1", "u", "u",
+                                          f"i{k}", k, 0.0) for k in range(10)])
+            store.log_feedback([Feedback(f"{w}-{b}", f"{w}-{b}", now, "u", "i0", "click")])
+        print("done", flush=True)
+    """
+    workers = [_python(code, url, f"w{n}") for n in range(4)]
+    for proc in workers:
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and out.strip() == "done"
+    s = EventStore(url)
+    assert len(s.exposures()) == 4 * 40 * 10
+    assert len(s.feedback()) == 4 * 40
+    s.close()

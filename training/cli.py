@@ -1,0 +1,215 @@
+"""The ``socialrec`` command line (typer)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from socialrec.training.config import ConfigError, load_config
+
+app = typer.Typer(help="socialrec: social e-commerce recommendation and targeted push.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+
+ConfigOpt = Annotated[list[Path], typer.Option("--config", "-c", help="YAML config file(s), later ones win.")]
+SetOpt = Annotated[list[str], typer.Option("--set", "-s", help="Override: key.path=value (YAML value).")]
+
+
+def _config(config: list[Path] | None, overrides: list[str] | None) -> dict:
+    try:
+        return load_config(config or [], overrides or [])
+    except ConfigError as err:
+        console.print(f"[red]config error:[/red] {err}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    metrics_out: Annotated[Path | None, typer.Option(help="Write test metrics as JSON here.")] = None,
+    promote: Annotated[bool, typer.Option(help="Move the alias to this version if it passes the gate.")] = False,
+    bundle_out: Annotated[Path | None, typer.Option(help="Also keep the bundle in this directory.")] = None,
+    no_register: Annotated[bool, typer.Option("--no-register", help="Log the run, register nothing.")] = False,
+) -> None:
+    """Load → validate → split → train → evaluate → index → log to MLflow → register."""
+    from socialrec.features.validation import DataError
+    from socialrec.training.pipeline import run_training
+
+    cfg = _config(config, set_)
+    try:
+        result = run_training(cfg, metrics_out=metrics_out, promote=promote,
+                              register=not no_register, bundle_out=bundle_out)
+    except DataError as err:
+        console.print(f"[red]data error:[/red] {err}")
+        raise typer.Exit(2) from None
+    table = Table(title=f"test metrics — {cfg['model']['name']} on {cfg['dataset']['name']}")
+    table.add_column("task")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for task, values in result.metrics.items():
+        for name, value in values.items():
+            if isinstance(value, int | float):
+                table.add_row(task, name, f"{value:.4f}")
+    console.print(table)
+    timing = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
+    console.print(f"time: {timing}; peak memory {result.peak_memory_mb:.0f} MB")
+    console.print(f"MLflow run {result.run_id}")
+    if result.model_version:
+        console.print(f"registered [bold]{result.registered_model}[/bold] version "
+                      f"{result.model_version}, aliases: {', '.join(result.aliases_set)}")
+
+
+@app.command()
+def promote(
+    model: Annotated[str, typer.Option(help="Registered model name.")],
+    version: Annotated[str, typer.Option(help="Version to promote.")],
+    alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    force: Annotated[bool, typer.Option(help="Move the alias even if the gate refuses.")] = False,
+) -> None:
+    """Move an alias to a version, gated on offline metrics against the current holder."""
+    from socialrec.training import tracking
+
+    cfg = _config(config, set_)
+    client, _ = tracking.setup(cfg)
+    try:
+        rows = tracking.promote(client, model, version, alias, cfg["tracking"]["gate_metrics"], force)
+        ok = True
+    except tracking.GateRefused as refused:
+        rows, ok = refused.comparison, False
+        console.print(f"[red]{refused}[/red]")
+    table = Table(title=f"{model}: version {version} vs holder of {alias!r}")
+    for col in ("metric", "holder", "candidate"):
+        table.add_column(col)
+    for metric, holder, cand in rows:
+        table.add_row(metric, "—" if holder is None else f"{holder:.4f}", f"{cand:.4f}")
+    console.print(table)
+    if not ok:
+        raise typer.Exit(1)
+    console.print(f"[green]{alias} -> {model} version {version}[/green]")
+
+
+@data_app.command("describe")
+def data_describe(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Users, items, events, social edges, density, shares and the validation report."""
+    from socialrec.features.loader import load_dataset
+    from socialrec.training.config import data_root
+    from socialrec.training.pipeline import describe
+
+    cfg = _config(config, set_)
+    dataset = load_dataset(cfg["dataset"], data_root(cfg))
+    summary = describe(dataset)
+    density = summary["interactions"] / max(summary["users"] * summary["items"], 1)
+    console.print(f"[bold]{summary['name']}[/bold]")
+    for key in ("users", "items", "interactions", "social_edges", "share_records"):
+        console.print(f"  {key:<14} {summary[key]:>12,}")
+    console.print(f"  {'density':<14} {density:>12.6f}")
+    console.print(f"  social symmetric: {dataset.social_symmetric}")
+    console.print("  events: " + ", ".join(f"{k} {v:,}" for k, v in summary["events"].items()))
+    for note in dataset.notes:
+        console.print(f"  note: {note}")
+    report = dataset.report
+    if report is None or report.total_refused == 0:
+        console.print("  validation: nothing refused")
+    else:
+        console.print(f"  validation: {report.total_refused:,} rows refused")
+        for file, reasons in report.refused.items():
+            for reason, count in reasons.items():
+                console.print(f"    {file}: {reason}: {count:,}")
+            for example in report.examples.get(file, []):
+                console.print(f"      e.g. {example}")
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 3000,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Run the BentoML service (loads the configured registry alias)."""
+    from socialrec.training import tracking
+
+    cfg = _config(config, set_)
+    env = dict(os.environ)
+    env.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri(cfg))
+    env.setdefault("SOCIALREC_MODEL", cfg["serving"]["model"])
+    env.setdefault("SOCIALREC_ALIAS", cfg["serving"]["alias"])
+    env.setdefault("SOCIALREC_EVENT_STORE", cfg["serving"]["event_store"])
+    cmd = [sys.executable, "-m", "bentoml", "serve", "socialrec.serving.service:SocialRec",
+           "--host", host, "--port", str(port)]
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+@app.command()
+def demo(
+    url: Annotated[str, typer.Option(help="Base URL of a running service.")] = "http://127.0.0.1:3000",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Call every endpoint of a running service once with real ids and print the answers."""
+    import httpx
+    import mlflow
+    import numpy as np
+
+    from socialrec.models.bundle import ModelBundle
+    from socialrec.training import tracking
+
+    cfg = _config(config, set_)
+    tracking.setup(cfg)
+    name, alias = cfg["serving"]["model"], cfg["serving"]["alias"]
+    local = mlflow.artifacts.download_artifacts(f"models:/{name}@{alias}")
+    bundle = ModelBundle.load(Path(local) / "artifacts" / "bundle")
+    # A sharer with friends and purchases, and an item they bought: the question a share UI asks.
+    degree = np.diff(bundle.social.indptr)
+    bought = np.diff(bundle.purchases.indptr)
+    sharer = int(np.argmax((degree > 2) & (bought > 0)))
+    item = int(bundle.purchases.indices[bundle.purchases.indptr[sharer]])
+    hot_item = int(np.argmax(bundle.popularity))
+    user_id, item_id = bundle.users.to_ids([sharer])[0], bundle.items.to_ids([item])[0]
+    hot_id = bundle.items.to_ids([hot_item])[0]
+    calls = [
+        ("/push_targets", {"item_id": hot_id, "k": 5}),
+        ("/share_partners", {"user_id": user_id, "item_id": item_id, "k": 5}),
+        ("/recommend", {"user_id": user_id, "k": 5}),
+        ("/feedback", {"events": [{"event_id": f"demo-{os.getpid()}", "user_id": user_id,
+                                    "item_id": item_id, "event": "click"}]}),
+        ("/recommend", {"user_id": "no-such-user", "k": 3}),
+        ("/push_targets", {"item_id": hot_id, "k": 0}),
+    ]
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for path, body in calls:
+            response = client.post(path, json=body)
+            console.rule(f"POST {path} {json.dumps(body)} -> {response.status_code}")
+            console.print_json(response.text)
+
+
+def _mount_optional() -> None:
+    """Sub-apps that live beside their own code."""
+    from socialrec.training.cli_ab import ab_app
+
+    app.add_typer(ab_app, name="ab")
+
+
+_mount_optional()
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+

@@ -1,0 +1,269 @@
+"""``socialrec train``: load → validate → split → train → evaluate → bundle + indexes → MLflow → register."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import resource
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import yaml
+
+from socialrec.evaluation.offline import evaluate_all, evaluate_recommend
+from socialrec.features.graph import GraphData, build_graph
+from socialrec.features.loader import load_dataset
+from socialrec.features.splits import Split, make_split
+from socialrec.features.tables import Dataset
+from socialrec.models.base import Recommender
+from socialrec.models.bundle import ModelBundle
+from socialrec.training import tracking
+from socialrec.training.config import data_root, format_names
+from socialrec.training.index import build_indexes
+from socialrec.training.registry import make_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """A dataset loaded, split and encoded: what every model of one benchmark shares."""
+
+    dataset: Dataset
+    split: Split
+    graph: GraphData
+    dataset_hash: str
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    metrics: dict[str, dict[str, float]]
+    bundle_dir: Path | None  # where the bundle was kept on disk (``bundle_out``), if anywhere
+    registered_model: str
+    model_version: str | None
+    aliases_set: list[str]
+    seconds: dict[str, float]
+    peak_memory_mb: float
+
+
+def dataset_hash(dataset: Dataset) -> str:
+    """Content hash of the tables a model learns from (logged, and kept in the bundle's meta)."""
+    h = hashlib.sha256()
+    for frame in (dataset.interactions, dataset.social, dataset.shares):
+        h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def prepare(config: dict[str, Any]) -> Prepared:
+    seconds = {}
+    t = time.perf_counter()
+    dataset = load_dataset(config["dataset"], data_root(config))
+    seconds["load"] = time.perf_counter() - t
+    t = time.perf_counter()
+    split = make_split(dataset, config["split"])
+    graph = build_graph(dataset, split, config["graph"]["event_weights"])
+    seconds["split_and_graph"] = time.perf_counter() - t
+    return Prepared(dataset, split, graph, dataset_hash(dataset), seconds)
+
+
+def validator_for(graph: GraphData, config: dict[str, Any]):
+    """Early-stopping metric on the validation split (never test)."""
+    metric = config["model"]["early_stop_metric"]
+    k = int(metric.split("@")[1])
+
+    def validate(user_emb: np.ndarray, item_emb: np.ndarray) -> float:
+        return evaluate_recommend(user_emb, item_emb, graph, target="valid", ks=[k])[metric]
+
+    return validate
+
+
+def fit_model(prepared: Prepared, config: dict[str, Any], show_progress: bool = True) -> Recommender:
+    model = make_model(config["model"]["name"], config["model"],
+                       validator=validator_for(prepared.graph, config))
+    return model.fit(prepared.graph, show_progress=show_progress)
+
+
+def make_bundle(prepared: Prepared, model: Recommender, config: dict[str, Any],
+                metrics: dict[str, Any]) -> ModelBundle:
+    graph = prepared.graph
+    user_emb, item_emb = model.embeddings()
+    seen = graph.train.copy()
+    seen.data[:] = 1.0
+    bundle = ModelBundle(
+        users=graph.users,
+        items=graph.items,
+        user_emb=user_emb,
+        item_emb=item_emb,
+        social=graph.social,
+        seen=seen,
+        purchases=graph.purchases,
+        popularity=np.asarray(seen.sum(axis=0)).ravel().astype(np.float32),
+        item_category=graph.item_category,
+        push_opt_in=graph.push_opt_in,
+        meta={
+            "model_name": model.name,
+            "dataset": config["dataset"]["name"],
+            "dataset_hash": prepared.dataset_hash,
+            "split_protocol": prepared.split.protocol,
+            "config": config,
+            "metrics": metrics,
+            "categories": graph.categories,
+            "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
+        },
+    )
+    build_indexes(bundle, exact_threshold=config["index"]["exact_threshold"],
+                  hnsw_m=config["index"]["hnsw_m"], ef_search=config["index"]["hnsw_ef_search"])
+    return bundle
+
+
+def describe(dataset: Dataset) -> dict[str, Any]:
+    inter = dataset.interactions
+    return {
+        "name": dataset.name,
+        "users": int(inter["user_id"].nunique()),
+        "items": int(inter["item_id"].nunique()),
+        "interactions": int(len(inter)),
+        "events": {str(k): int(v) for k, v in inter["event"].value_counts().items()},
+        "social_edges": int(len(dataset.social)),
+        "share_records": int(len(dataset.shares)),
+        "notes": dataset.notes,
+    }
+
+
+def _curves_png(model: Recommender, path: Path) -> bool:
+    history = getattr(model, "history", None)
+    if history is None or not history.loss:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax[0].plot(range(1, len(history.loss) + 1), history.loss)
+    ax[0].set(title="training loss (BPR)", xlabel="epoch")
+    if history.valid:
+        epochs, values = zip(*history.valid, strict=True)
+        ax[1].plot(epochs, values, marker=".")
+        ax[1].axvline(history.best_epoch, color="grey", linestyle="--", label="best")
+        ax[1].legend()
+    ax[1].set(title="validation", xlabel="epoch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
+    lines = ["| task | metric | value |", "|---|---|---:|"]
+    for task, values in metrics.items():
+        for name, value in values.items():
+            if isinstance(value, int | float):
+                lines.append(f"| {task} | {name} | {value:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def peak_memory_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_training(
+    config: dict[str, Any],
+    metrics_out: Path | None = None,
+    promote: bool = False,
+    show_progress: bool = True,
+    register: bool = True,
+    prepared: Prepared | None = None,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    bundle_out: Path | None = None,
+) -> TrainResult:
+    """Train one model as configured and record it in MLflow.
+
+    A new version gets the configured alias when no version holds it yet; with ``promote`` it also
+    takes the alias from a holder whose gate metrics it matches or beats (else it keeps
+    ``challenger`` and the comparison is logged).
+    """
+    seconds: dict[str, float] = {}
+    prepared = prepared or prepare(config)
+    seconds.update(prepared.seconds)
+    client, experiment_id = tracking.setup(config)
+    names = format_names(config)
+    with mlflow.start_run(experiment_id=experiment_id,
+                          run_name=run_name or config["model"]["name"], tags=tags) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in tracking.flatten("", config, {}).items()})
+        mlflow.set_tags({"dataset": config["dataset"]["name"],
+                         "dataset_hash": prepared.dataset_hash,
+                         "split": prepared.split.protocol, "model": config["model"]["name"]})
+        t = time.perf_counter()
+        model = fit_model(prepared, config, show_progress)
+        seconds["fit"] = time.perf_counter() - t
+        t = time.perf_counter()
+        user_emb, item_emb = model.embeddings()
+        metrics = evaluate_all(user_emb, item_emb, prepared.graph, target="test",
+                               ks=config["evaluation"]["ks"],
+                               protocol=config["evaluation"]["protocol"],
+                               negatives=config["evaluation"]["negatives"],
+                               hops=config["evaluation"]["share_hops"],
+                               seed=config["split"]["seed"])
+        seconds["evaluate"] = time.perf_counter() - t
+        history = getattr(model, "history", None)
+        if history is not None:
+            for epoch, loss in enumerate(history.loss, start=1):
+                mlflow.log_metric("train.loss", loss, step=epoch)
+            for epoch, value in history.valid:
+                mlflow.log_metric(f"valid.{config['model']['early_stop_metric'].replace('@', '_at_')}",
+                                  value, step=epoch)
+            seconds["to_best_epoch"] = history.seconds_to_best
+            mlflow.log_metrics({"best_epoch": history.best_epoch,
+                                "epochs_run": len(history.loss),
+                                "seconds_per_epoch": float(np.mean(history.epoch_seconds))})
+        mlflow.log_metrics(tracking.flat_metrics("test", metrics))
+        memory = peak_memory_mb()
+        mlflow.log_metrics({f"seconds.{k}": v for k, v in seconds.items()}
+                           | {"peak_memory_mb": memory})
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp_path = Path(tmp)
+            (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            (tmp_path / "dataset.json").write_text(json.dumps(describe(prepared.dataset), indent=2))
+            (tmp_path / "metrics.md").write_text(metrics_table(metrics))
+            _curves_png(model, tmp_path / "curves.png")
+            mlflow.log_artifacts(tmp, artifact_path="report")
+            t = time.perf_counter()
+            bundle = make_bundle(prepared, model, config, metrics)
+            bundle_dir = bundle.save(bundle_out or tmp_path / "bundle")
+            seconds["bundle_and_index"] = time.perf_counter() - t
+            version = aliases = None
+            if register:
+                version = tracking.log_bundle(bundle_dir, names["registered_model"])
+                aliases = _assign_aliases(client, names["registered_model"], version, config,
+                                          promote)
+    if metrics_out is not None:
+        metrics_out.parent.mkdir(parents=True, exist_ok=True)
+        metrics_out.write_text(json.dumps(metrics, indent=2))
+    return TrainResult(run.info.run_id, metrics, bundle_out, names["registered_model"], version,
+                       aliases or [], seconds, memory)
+
+
+def _assign_aliases(client, name: str, version: str, config: dict[str, Any], promote: bool):
+    alias = config["tracking"]["alias"]
+    if tracking.alias_holder(client, name, alias) is None:
+        client.set_registered_model_alias(name, alias, version)
+        return [alias]
+    if promote:
+        try:
+            tracking.promote(client, name, version, alias, config["tracking"]["gate_metrics"])
+            return [alias]
+        except tracking.GateRefused as refused:
+            log.warning("%s", refused)
+    client.set_registered_model_alias(name, "challenger", version)
+    return ["challenger"]

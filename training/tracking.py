@@ -1,0 +1,137 @@
+"""MLflow tracking and registry: one run per training, one model version per bundle, aliases."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from socialrec.training.config import PROJECT_ROOT, format_names
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+#: What a registered version needs at load time (inferring this costs ~10 s per log_model).
+PIP_REQUIREMENTS = ["socialrec", "numpy", "scipy", "pandas", "faiss-cpu"]
+
+
+def tracking_uri(config: dict[str, Any]) -> str:
+    """The configured URI with a relative SQLite path anchored at the project directory."""
+    uri = config["tracking"]["uri"]
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(PROJECT_ROOT / uri[len(prefix):])
+    return uri
+
+
+def artifact_location(config: dict[str, Any]) -> str:
+    root = Path(config["tracking"]["artifact_root"])
+    if "://" in str(config["tracking"]["artifact_root"]):
+        return str(config["tracking"]["artifact_root"])
+    return (root if root.is_absolute() else PROJECT_ROOT / root).resolve().as_uri()
+
+
+def setup(config: dict[str, Any]) -> tuple[MlflowClient, str]:
+    """Point MLflow at the configured store; return the client and the experiment id."""
+    uri = tracking_uri(config)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    name = format_names(config)["experiment"]
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        experiment_id = client.create_experiment(
+            name, artifact_location=f"{artifact_location(config)}/{name}"
+        )
+    else:
+        experiment_id = experiment.experiment_id
+    return client, experiment_id
+
+
+def metric_key(split: str, task: str, metric: str) -> str:
+    """``("test", "recommend", "ndcg@20")`` -> ``"test.recommend.ndcg_at_20"`` (MLflow has no '@')."""
+    return f"{split}.{task}.{metric.replace('@', '_at_')}"
+
+
+def flat_metrics(split: str, metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {
+        metric_key(split, task, name): float(value)
+        for task, values in metrics.items()
+        for name, value in values.items()
+        if isinstance(value, int | float)
+    }
+
+
+def flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def log_bundle(bundle_dir: Path, registered_model: str) -> str:
+    """Log the bundle as a pyfunc model (from code) in the active run; return the new version."""
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+        artifacts={"bundle": str(bundle_dir)},
+        pip_requirements=PIP_REQUIREMENTS,
+        registered_model_name=registered_model,
+    )
+    return str(info.registered_model_version)
+
+
+def alias_holder(client: MlflowClient, name: str, alias: str):
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def run_metrics(client: MlflowClient, version) -> dict[str, float]:
+    return dict(client.get_run(version.run_id).data.metrics)
+
+
+class GateRefused(RuntimeError):
+    """The candidate's offline metrics fall below the alias holder's."""
+
+    def __init__(self, message: str, comparison: list[tuple[str, float, float]]) -> None:
+        super().__init__(message)
+        self.comparison = comparison
+
+
+def gate_comparison(
+    client: MlflowClient, name: str, version: str, alias: str, gate_metrics: list[str]
+) -> list[tuple[str, float | None, float]]:
+    """(metric, holder value or None, candidate value) for every gate metric."""
+    candidate = run_metrics(client, client.get_model_version(name, version))
+    holder_version = alias_holder(client, name, alias)
+    holder = run_metrics(client, holder_version) if holder_version else {}
+    rows = []
+    for metric in gate_metrics:
+        if metric not in candidate:
+            raise GateRefused(f"version {version} has no metric {metric!r} to gate on", [])
+        rows.append((metric, holder.get(metric), candidate[metric]))
+    return rows
+
+
+def promote(
+    client: MlflowClient, name: str, version: str, alias: str, gate_metrics: list[str],
+    force: bool = False,
+) -> list[tuple[str, float | None, float]]:
+    """Move ``alias`` to ``version`` unless a gate metric falls below the current holder's."""
+    rows = gate_comparison(client, name, version, alias, gate_metrics)
+    worse = [(m, h, c) for m, h, c in rows if h is not None and c < h]
+    if worse and not force:
+        detail = ", ".join(f"{m}: {c:.4f} < {h:.4f}" for m, h, c in worse)
+        raise GateRefused(f"refused to move {alias!r} to version {version}: {detail}", rows)
+    client.set_registered_model_alias(name, alias, version)
+    client.set_model_version_tag(name, version, f"promoted_to_{alias}",
+                                 json.dumps({m: c for m, _, c in rows}))
+    return rows
