@@ -1,7 +1,7 @@
 """Top-k ranking metrics: Recall, NDCG, Hit, MRR and Precision @k, plus catalogue coverage.
 
-Definitions (binary relevance; ``rel_j`` = 1 when the prediction at rank ``j`` (1-based) is relevant,
-``T`` = the query's ground truth):
+Definitions (binary relevance; ``rel_j`` = 1 when the prediction at rank ``j`` (1-based) is
+relevant, ``T`` = the query's ground truth):
 
 - recall@k = Σ_{j≤k} rel_j / |T|
 - precision@k = Σ_{j≤k} rel_j / k (padding counts as a miss, so a short list is not rewarded)

@@ -47,6 +47,10 @@ from sqlalchemy.exc import OperationalError
 
 #: Endpoints that log exposures (the BentoML service's ranked-list endpoints).
 ENDPOINTS: tuple[str, ...] = ("push_targets", "share_partners", "recommend")
+#: The ``variant`` of an exposure row logged for a user the campaign holdout removed: the user
+#: would have been pushed at that rank but was not. The A/B analysis compares these users with
+#: the pushed ones (push incrementality).
+HOLDOUT = "holdout"
 #: Feedback event kinds accepted from clients.
 FEEDBACK_EVENTS: tuple[str, ...] = ("push_open", "click", "purchase", "share", "join", "cart",
                                     "view")
@@ -265,6 +269,9 @@ class EventStore:
     def push_counts(self, user_ids: list[str], since: datetime) -> dict[str, int]:
         """How many pushes (``push_targets`` exposures) each user got at or after ``since``.
 
+        Rows of held-out users (``variant == "holdout"``: logged so the analysis can measure
+        incrementality, but never sent) are not pushes and are not counted.
+
         Every requested id is in the answer (0 when none). The ids go in chunks of an expanding
         IN list, each answered from the (user_id, ts) index.
         """
@@ -273,6 +280,7 @@ class EventStore:
         query = (
             sa.select(t.c.user_id, sa.func.count())
             .where(t.c.endpoint == "push_targets", t.c.ts >= since,
+                   sa.or_(t.c.variant.is_(None), t.c.variant != HOLDOUT),
                    t.c.user_id.in_(sa.bindparam("ids", expanding=True)))
             .group_by(t.c.user_id)
         )

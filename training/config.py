@@ -1,4 +1,5 @@
-"""Layered YAML configuration (after RecBole): defaults < config files (in order) < ``--set`` overrides.
+"""Layered YAML configuration (after RecBole): defaults < config files (in order) < environment
+(``SOCIALREC_DATA_ROOT``, ``MLFLOW_TRACKING_URI``) < ``--set`` overrides.
 
 A config file may name another it builds on with ``extends: other.yaml`` (relative to itself), so an
 experiment file can extend a dataset file. Every default is commented in configs/defaults.yaml.
@@ -82,6 +83,7 @@ def load_config(files: list[str | Path] = (), overrides: list[str] = ()) -> dict
         layer = _read_layer(Path(f))
         _check_keys(config, layer, str(f))
         config = deep_merge(config, layer)
+    _apply_environment(config)
     for text in overrides:
         keys, value = parse_override(text)
         node = config
@@ -92,7 +94,6 @@ def load_config(files: list[str | Path] = (), overrides: list[str] = ()) -> dict
         if keys[-1] not in node and keys[0] not in ("model", "dataset"):
             raise ConfigError(f"override {text!r}: unknown key {'.'.join(keys)!r}")
         node[keys[-1]] = value
-    _apply_environment(config)
     return config
 
 

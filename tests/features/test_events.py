@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -104,6 +105,7 @@ def test_push_counts_counts_only_pushes_since(store):
     rows = [exposure(i, "a", i) for i in range(5)]                       # 5 pushes to a
     rows += [exposure(10 + i, "b", 100 + i) for i in range(2)]           # 2 later pushes to b
     rows += [exposure(20, "a", 50, endpoint="recommend")]                # not a push
+    rows += [replace(exposure(21, "b", 120), variant="holdout")]         # held out: not sent
     rows += [exposure(30 + i, f"x{i}", 60) for i in range(1500)]         # more ids than one chunk
     store.log_exposures(rows)
     ids = ["a", "b", "nobody"] + [f"x{i}" for i in range(1500)]

@@ -1,0 +1,528 @@
+"""Share-partner ranking: "this user shares this item — which friends should receive it?"
+
+Candidates are the sharer's friends (out-edges of the social graph; ``hops=2`` adds friends of
+friends, never the sharer). Every candidate ``f`` of a share ``(s, i)`` gets the features
+:data:`FEATURES`, all from training-period data:
+
+==========================  =======================================================================
+``affinity``                ``user_emb[f] · item_emb[i]``: the friend's predicted interest
+``tie_strength``            ``social[s, f]`` (features/tie_strength.py); friend of a friend: the
+                            strongest two-step path ``max_m w(s, m) · w(m, f)``
+``past_shares``             ``log1p`` of past shares s → f
+``past_joins``              ``log1p`` of those past shares that f joined
+``reverse_shares``          ``log1p`` of past shares f → s (reciprocity)
+``adamic_adar``             common friends, weighted ``1 / log(degree)`` (Adamic & Adar, 2003)
+``co_interactions``         ``log1p`` of the items both s and f interacted with
+``friend_popularity``       ``log1p`` of the shares f received from anyone
+``friend_responsiveness``   ``(joins f made + 1) / (shares f received + 2)`` (Laplace-smoothed rate)
+``two_hop``                 1 for a friend of a friend
+==========================  =======================================================================
+
+The score is a logistic model over the standardised features, learned from training share
+records (positives: the recipients of a (sharer, item); negatives: the sharer's other
+candidates) by L2-regularised log-loss with scipy's L-BFGS, and saved as a JSON dict (never
+pickle)::
+
+    {"model": "logistic", "features": [...], "weights": [...], "bias": b,
+     "mean": [...], "std": [...], "trained_on": {...}, "metrics": {...}}
+
+``score = bias + Σ_f weight_f · (x_f - mean_f) / std_f``.
+
+Baselines share the scoring interface ``score_fn(sharers, items, candidates) -> scores`` of
+``evaluation.offline.evaluate_share``: tie strength alone, friend popularity, embedding affinity,
+random friend.
+
+This module is pure numpy / scipy (no torch), so serving can import it: build a
+:class:`ShareContext` from a bundle and call :func:`share_features` / :class:`ShareRanker`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy.optimize import minimize
+from scipy.special import expit, log_expit
+from socialrec.features.graph import GraphData
+from socialrec.features.tie_strength import (
+    TieComponents,
+    adamic_adar_weights,
+    combine,
+    pair_values,
+    pairwise_overlap,
+    share_components,
+    structural_components,
+)
+
+FEATURES: tuple[str, ...] = (
+    "affinity", "tie_strength", "past_shares", "past_joins", "reverse_shares", "adamic_adar",
+    "co_interactions", "friend_popularity", "friend_responsiveness", "two_hop",
+)
+
+#: score_fn(sharers, items, candidates) -> one score array per candidate array.
+ShareScoreFn = Callable[[np.ndarray, np.ndarray, list[np.ndarray]], list[np.ndarray]]
+
+
+def _binary(m: sp.spmatrix) -> sp.csr_matrix:
+    m = sp.csr_matrix(m, dtype=np.float32, copy=True)
+    m.eliminate_zeros()
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
+# --- context: what the features are computed from ------------------------------------------------
+
+
+@dataclass
+class ShareContext:
+    """Embeddings and training-period matrices the features read (internal ids).
+
+    ``social`` is the candidate graph with tie weights; ``share_counts`` / ``share_joins`` are
+    directed sharer × recipient counts of past share records and of those joined; ``seen`` is the
+    users × items training interactions (binary). Derived lookups are built once in
+    ``__post_init__``.
+    """
+
+    user_emb: np.ndarray
+    item_emb: np.ndarray
+    social: sp.csr_matrix
+    share_counts: sp.csr_matrix
+    share_joins: sp.csr_matrix
+    seen: sp.csr_matrix
+    friends: sp.csr_matrix = field(init=False, repr=False)
+    aa_weights: sp.csr_matrix = field(init=False, repr=False)
+    received: np.ndarray = field(init=False, repr=False)
+    joined: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.user_emb = np.ascontiguousarray(self.user_emb, dtype=np.float32)
+        self.item_emb = np.ascontiguousarray(self.item_emb, dtype=np.float32)
+        n = self.social.shape[0]
+        for name in ("share_counts", "share_joins"):
+            if getattr(self, name).shape != (n, n):
+                raise ValueError(f"{name} is {getattr(self, name).shape}, social is {(n, n)}")
+        if self.user_emb.shape[0] != n or self.seen.shape[0] != n:
+            raise ValueError(f"social has {n} users, user_emb {self.user_emb.shape[0]}, "
+                             f"seen {self.seen.shape[0]}")
+        self.social = sp.csr_matrix(self.social, dtype=np.float32)
+        self.social.sum_duplicates()
+        self.seen = _binary(self.seen)
+        self.friends = _binary(self.social + self.social.T)
+        self.aa_weights = adamic_adar_weights(self.social)
+        self.received = np.asarray(self.share_counts.sum(axis=0), dtype=np.float64).ravel()
+        self.joined = np.asarray(self.share_joins.sum(axis=0), dtype=np.float64).ravel()
+
+    @classmethod
+    def from_graph(
+        cls,
+        data: GraphData,
+        user_emb: np.ndarray,
+        item_emb: np.ndarray,
+        shares: pd.DataFrame | None = None,
+        cut: int | None = None,
+        half_life: float | None = None,
+        structure: tuple[sp.csr_matrix, sp.csr_matrix] | None = None,
+    ) -> ShareContext:
+        """The context of a training split: tie strength from ``data.social``, ``data.train`` and
+        the share records ``shares`` (default ``data.shares_train``; never valid/test shares).
+
+        ``structure`` is a precomputed ``structural_components(data.social, data.train)``, to
+        reuse when building several contexts that differ only in their share records.
+        """
+        shares = data.shares_train if shares is None else shares
+        aa, co = structure or structural_components(data.social, data.train)
+        counts, joins, recent = share_components(shares, data.n_users, cut, half_life)
+        tie = combine(data.social, TieComponents(counts, joins, recent, aa, co))
+        return cls(user_emb, item_emb, tie, counts, joins, data.train)
+
+    @classmethod
+    def from_bundle(cls, bundle: Any) -> ShareContext:
+        """The context of a :class:`~socialrec.models.bundle.ModelBundle`: ``social`` (tie
+        weights), ``seen``, embeddings, and the share history CSRs ``share_counts`` and
+        ``share_joins`` (``share_counts.npz`` / ``share_joins.npz`` in the bundle directory)."""
+        missing = [n for n in ("share_counts", "share_joins") if getattr(bundle, n, None) is None]
+        if missing:
+            files = ", ".join(f"{m}.npz" for m in missing)
+            raise ValueError(f"the bundle has no {' / '.join(missing)} ({files}): the share "
+                             "ranker's history features need them")
+        return cls(bundle.user_emb, bundle.item_emb, bundle.social, bundle.share_counts,
+                   bundle.share_joins, bundle.seen)
+
+
+def candidates(social: sp.csr_matrix, sharers: np.ndarray, hops: int = 1) -> list[np.ndarray]:
+    """Each sharer's friends (out-edges of ``social``; ``hops=2``: and friends of friends),
+    sorted by user id, never the sharer — the candidate sets of ``evaluate_share``."""
+    if hops not in (1, 2):
+        raise ValueError(f"hops must be 1 or 2, got {hops}")
+    adj = _binary(social)
+    sharers = np.asarray(sharers, dtype=np.int64)
+    reach = adj[sharers]
+    if hops == 2:
+        reach = reach + reach @ adj
+    reach = reach.tocsr()
+    reach.sum_duplicates()
+    reach.sort_indices()
+    rows = np.split(reach.indices.astype(np.int64), reach.indptr[1:-1])
+    return [c[c != s] for s, c in zip(sharers, rows, strict=True)]
+
+
+def _two_hop_tie(social: sp.csr_matrix, sharers: np.ndarray, cands: np.ndarray) -> np.ndarray:
+    """``max_m social[s, m] · social[m, c]`` for each pair (the strongest two-step path)."""
+    out = np.zeros(len(sharers), dtype=np.float64)
+    order = np.argsort(sharers, kind="stable")
+    bounds = np.flatnonzero(np.r_[True, sharers[order][1:] != sharers[order][:-1], True])
+    for lo, hi in itertools.pairwise(bounds):
+        s = sharers[order[lo]]
+        a, b = social.indptr[s], social.indptr[s + 1]
+        if a == b:
+            continue
+        paths = (sp.diags(social.data[a:b]) @ social[social.indices[a:b]]).tocsc()
+        best = sp.csr_matrix(paths.max(axis=0))
+        idx = order[lo:hi]
+        out[idx] = pair_values(best, np.zeros(len(idx), dtype=np.int64), cands[idx])
+    return out
+
+
+def share_features(ctx: ShareContext, sharers: np.ndarray, items: np.ndarray,
+                   cands: Sequence[np.ndarray]) -> np.ndarray:
+    """The :data:`FEATURES` of every (sharer, item, candidate), stacked: ``(Σ len(cands), F)``
+    float64, rows in the order of the concatenated candidate arrays."""
+    lengths = np.array([len(c) for c in cands], dtype=np.int64)
+    s = np.repeat(np.asarray(sharers, dtype=np.int64), lengths)
+    i = np.repeat(np.asarray(items, dtype=np.int64), lengths)
+    c = np.concatenate(cands).astype(np.int64) if len(cands) else np.zeros(0, dtype=np.int64)
+    out = np.zeros((len(c), len(FEATURES)), dtype=np.float64)
+    if len(c) == 0:
+        return out
+    col = {name: k for k, name in enumerate(FEATURES)}
+    out[:, col["affinity"]] = np.einsum("ij,ij->i", ctx.user_emb[c], ctx.item_emb[i])
+    direct = pair_values(ctx.social, s, c) > 0
+    tie = pair_values(ctx.social, s, c)
+    if (~direct).any():
+        tie[~direct] = _two_hop_tie(ctx.social, s[~direct], c[~direct])
+    out[:, col["tie_strength"]] = tie
+    out[:, col["past_shares"]] = np.log1p(pair_values(ctx.share_counts, s, c))
+    out[:, col["past_joins"]] = np.log1p(pair_values(ctx.share_joins, s, c))
+    out[:, col["reverse_shares"]] = np.log1p(pair_values(ctx.share_counts, c, s))
+    out[:, col["adamic_adar"]] = pairwise_overlap(ctx.friends, ctx.aa_weights, s, c)
+    out[:, col["co_interactions"]] = np.log1p(pairwise_overlap(ctx.seen, ctx.seen, s, c))
+    out[:, col["friend_popularity"]] = np.log1p(ctx.received[c])
+    out[:, col["friend_responsiveness"]] = (ctx.joined[c] + 1.0) / (ctx.received[c] + 2.0)
+    out[:, col["two_hop"]] = (~direct).astype(np.float64)
+    return out
+
+
+def _split(values: np.ndarray, cands: Sequence[np.ndarray]) -> list[np.ndarray]:
+    return np.split(values, np.cumsum([len(c) for c in cands])[:-1]) if len(cands) else []
+
+
+# --- the learned ranker ---------------------------------------------------------------------------
+
+
+@dataclass
+class ShareRanker:
+    """A logistic model over :data:`FEATURES` (or a subset), as saved in ``share_ranker.json``."""
+
+    features: list[str]
+    weights: np.ndarray
+    bias: float
+    mean: np.ndarray
+    std: np.ndarray
+    trained_on: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def decision(self, x: np.ndarray) -> np.ndarray:
+        """``bias + w · standardised(x)`` for rows of the full :data:`FEATURES` matrix."""
+        cols = [FEATURES.index(f) for f in self.features]
+        return self.bias + ((x[:, cols] - self.mean) / self.std) @ self.weights
+
+    def scorer(self, ctx: ShareContext) -> ShareScoreFn:
+        def score(sharers: np.ndarray, items: np.ndarray,
+                  cands: list[np.ndarray]) -> list[np.ndarray]:
+            return _split(self.decision(share_features(ctx, sharers, items, cands)), cands)
+
+        return score
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": "logistic",
+            "features": list(self.features),
+            "weights": [float(w) for w in self.weights],
+            "bias": float(self.bias),
+            "mean": [float(m) for m in self.mean],
+            "std": [float(s) for s in self.std],
+            "trained_on": self.trained_on,
+            "metrics": self.metrics,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "share_ranker") -> ShareRanker:
+        """Parse the JSON dict, refusing anything that would score wrongly."""
+        if not isinstance(d, dict) or d.get("model") != "logistic":
+            raise ValueError(f"{where}: expected a dict with \"model\": \"logistic\", got "
+                             f"{d.get('model') if isinstance(d, dict) else type(d).__name__!r}")
+        try:
+            names = [str(f) for f in d["features"]]
+            arrays = {k: np.asarray(d[k], dtype=np.float64) for k in ("weights", "mean", "std")}
+            bias = float(d["bias"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: missing or non-numeric field: {exc}") from exc
+        unknown = [f for f in names if f not in FEATURES]
+        if unknown:
+            raise ValueError(f"{where}: unknown features {unknown}; known: {list(FEATURES)}")
+        for key, arr in arrays.items():
+            if arr.shape != (len(names),):
+                raise ValueError(f"{where}: {len(names)} features but {key} has shape {arr.shape}")
+        if (arrays["std"] <= 0).any():
+            raise ValueError(f"{where}: std must be positive")
+        return cls(names, arrays["weights"], bias, arrays["mean"], arrays["std"],
+                   dict(d.get("trained_on") or {}), dict(d.get("metrics") or {}))
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ShareRanker:
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: line {exc.lineno}, column {exc.colno}: invalid JSON "
+                             f"({exc.msg})") from None
+        return cls.from_dict(d, where=str(path))
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0,
+                 sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, float, np.ndarray,
+                                                                   np.ndarray]:
+    """L2-regularised logistic regression on standardised ``x``: minimises
+    ``mean_j w_j · logloss_j + l2 / (2 n) · |weights|²`` (bias unpenalised) with L-BFGS.
+
+    Returns ``(weights, bias, mean, std)``; constant columns get std 1 (and weight 0).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if len(np.unique(y)) < 2:
+        raise ValueError("need both positive and negative examples to fit the share ranker")
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    std[std < 1e-12] = 1.0
+    z = (x - mean) / std
+    sw = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    sw = sw / sw.sum()
+    sign = 2.0 * y - 1.0  # log-loss = -log sigmoid(sign · margin)
+    lam = l2 / len(y)
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:-1], theta[-1]
+        margin = sign * (z @ w + b)
+        value = -(sw * log_expit(margin)).sum() + 0.5 * lam * w @ w
+        g = -sw * sign * expit(-margin)
+        return value, np.r_[z.T @ g + lam * w, g.sum()]
+
+    res = minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B")
+    return res.x[:-1], float(res.x[-1]), mean, std
+
+
+# --- training examples ----------------------------------------------------------------------------
+
+
+def share_groups(shares: pd.DataFrame) -> pd.DataFrame:
+    """One row per (sharer, item) with the array of its distinct ``recipients`` (unknown ids, -1,
+    left out)."""
+    ok = (shares["sharer"] >= 0) & (shares["item"] >= 0) & (shares["recipient"] >= 0)
+    g = (shares[ok].groupby(["sharer", "item"], sort=True)["recipient"]
+         .apply(lambda r: np.unique(r.to_numpy(dtype=np.int64))).reset_index())
+    return g.rename(columns={"recipient": "recipients"})
+
+
+def examples(
+    ctx: ShareContext,
+    groups: pd.DataFrame,
+    hops: int = 1,
+    max_negatives: int | None = 50,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features ``x``, labels ``y`` and group number of every training pair: each group's
+    recipients that are candidates (positives) and up to ``max_negatives`` of its other
+    candidates (negatives, sampled without replacement). Groups with no recipient among their
+    candidates teach nothing and are left out."""
+    rng = rng or np.random.default_rng(0)
+    sharers = groups["sharer"].to_numpy(dtype=np.int64)
+    items = groups["item"].to_numpy(dtype=np.int64)
+    cands = candidates(ctx.social, sharers, hops)
+    keep_s, keep_i, keep_c, labels, gid = [], [], [], [], []
+    for g, (c, rec) in enumerate(zip(cands, groups["recipients"], strict=True)):
+        pos = np.isin(c, rec)
+        if not pos.any():
+            continue
+        neg = c[~pos]
+        if max_negatives is not None and len(neg) > max_negatives:
+            neg = rng.choice(neg, max_negatives, replace=False)
+        chosen = np.r_[c[pos], neg]
+        keep_c.append(chosen)
+        keep_s.append(sharers[g])
+        keep_i.append(items[g])
+        labels.append(np.r_[np.ones(pos.sum()), np.zeros(len(neg))])
+        gid.append(np.full(len(chosen), g))
+    if not keep_c:
+        return np.zeros((0, len(FEATURES))), np.zeros(0), np.zeros(0, dtype=np.int64)
+    x = share_features(ctx, np.array(keep_s), np.array(keep_i), keep_c)
+    return x, np.concatenate(labels), np.concatenate(gid).astype(np.int64)
+
+
+def cross_fitted_examples(
+    data: GraphData,
+    user_emb: np.ndarray,
+    item_emb: np.ndarray,
+    folds: int = 5,
+    hops: int = 1,
+    max_negatives: int | None = 50,
+    max_groups: int | None = None,
+    cut: int | None = None,
+    half_life: float | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training pairs from ``data.shares_train`` whose share-history features do not see their
+    own share: the (sharer, item) groups are cut into ``folds`` and each fold's features are
+    computed from a context built on the other folds' records (cross-fitting), so a recipient is
+    not "a past recipient" because of the very share being learned. ``max_groups`` samples
+    groups to bound the work."""
+    rng = np.random.default_rng(seed)
+    shares = data.shares_train
+    groups = share_groups(shares)
+    if max_groups is not None and len(groups) > max_groups:
+        groups = groups.iloc[np.sort(rng.choice(len(groups), max_groups, replace=False))]
+    groups = groups.reset_index(drop=True)
+    fold_of_group = rng.integers(0, folds, len(groups))
+    # Every record of a (sharer, item) goes with its group's fold; unsampled groups' records
+    # stay in every fold's history.
+    key = pd.MultiIndex.from_frame(shares[["sharer", "item"]])
+    group_key = pd.MultiIndex.from_frame(groups[["sharer", "item"]])
+    record_fold = pd.Series(fold_of_group, index=group_key).reindex(key).to_numpy()
+    structure = structural_components(data.social, data.train)
+    xs, ys, gs = [], [], []
+    for k in range(folds):
+        history = shares[record_fold != k]
+        ctx = ShareContext.from_graph(data, user_emb, item_emb, history, cut, half_life,
+                                      structure)
+        in_fold = np.flatnonzero(fold_of_group == k)
+        x, y, g = examples(ctx, groups.iloc[in_fold], hops, max_negatives, rng)
+        xs.append(x)
+        ys.append(y)
+        gs.append(in_fold[g] if len(g) else g)
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
+
+
+def fit_share_ranker(
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray | None = None,
+    features: Sequence[str] = FEATURES,
+    l2: float = 1.0,
+) -> ShareRanker:
+    """Fit the logistic ranker on examples (see :func:`cross_fitted_examples`). With ``groups``,
+    each (sharer, item) group weighs the same in the loss, however many candidates it has."""
+    cols = [FEATURES.index(f) for f in features]
+    weight = None
+    if groups is not None:
+        _, inv, counts = np.unique(groups, return_inverse=True, return_counts=True)
+        weight = 1.0 / counts[inv]
+    w, b, mean, std = fit_logistic(x[:, cols], y, l2, weight)
+    return ShareRanker(list(features), w, b, mean, std,
+                       trained_on={"examples": len(y), "positives": int(y.sum()), "l2": l2})
+
+
+def train_share_ranker(
+    data: GraphData,
+    user_emb: np.ndarray,
+    item_emb: np.ndarray,
+    l2_grid: Sequence[float] = (0.1, 1.0, 10.0, 100.0),
+    hops: int = 1,
+    folds: int = 5,
+    max_negatives: int | None = 50,
+    max_groups: int | None = 50_000,
+    cut: int | None = None,
+    half_life: float | None = None,
+    seed: int = 0,
+    select_metric: str = "mrr@10",
+) -> ShareRanker:
+    """Learn the ranker from training shares, choosing ``l2`` by ``select_metric`` on the
+    validation shares (``evaluate_share(target="valid")``); test shares are never read.
+
+    With no validation share records, the middle of ``l2_grid`` is used.
+    """
+    from socialrec.evaluation.offline import evaluate_share
+
+    x, y, g = cross_fitted_examples(data, user_emb, item_emb, folds, hops, max_negatives,
+                                    max_groups, cut, half_life, seed)
+    ctx = ShareContext.from_graph(data, user_emb, item_emb, cut=cut, half_life=half_life)
+    info = {"hops": hops, "folds": folds, "max_negatives": max_negatives,
+            "groups": len(np.unique(g))}
+    if len(data.shares_valid) == 0:
+        ranker = fit_share_ranker(x, y, g, l2=l2_grid[len(l2_grid) // 2])
+        ranker.trained_on.update(info, selected_by="middle of l2_grid (no valid shares)")
+        return ranker
+    k = int(select_metric.split("@")[1])
+    fitted = [fit_share_ranker(x, y, g, l2=l2) for l2 in l2_grid]
+    values = [evaluate_share(r.scorer(ctx), data, "valid", ks=[k], hops=hops)[select_metric]
+              for r in fitted]
+    best = fitted[int(np.argmax(values))]
+    best.metrics[f"valid.{select_metric}"] = float(max(values))
+    best.trained_on.update(info, selected_by=f"valid.{select_metric}",
+                           by_l2={str(l2): float(v) for l2, v in zip(l2_grid, values, strict=True)})
+    return best
+
+
+# --- baselines ------------------------------------------------------------------------------------
+
+
+def feature_scorer(ctx: ShareContext, name: str) -> ShareScoreFn:
+    """Rank by one feature of :data:`FEATURES` alone (higher first)."""
+    col = FEATURES.index(name)
+
+    def score(sharers: np.ndarray, items: np.ndarray,
+              cands: list[np.ndarray]) -> list[np.ndarray]:
+        return _split(share_features(ctx, sharers, items, cands)[:, col], cands)
+
+    return score
+
+
+def tie_strength_scorer(ctx: ShareContext) -> ShareScoreFn:
+    """The combined tie weight alone (features/tie_strength.py)."""
+    return feature_scorer(ctx, "tie_strength")
+
+
+def affinity_scorer(ctx: ShareContext) -> ShareScoreFn:
+    """Embedding affinity alone: the friend most likely to want the item."""
+    return feature_scorer(ctx, "affinity")
+
+
+def friend_popularity_scorer(ctx: ShareContext) -> ShareScoreFn:
+    """How many training shares the friend received plus how many they joined."""
+    def score(sharers: np.ndarray, items: np.ndarray,
+              cands: list[np.ndarray]) -> list[np.ndarray]:
+        return [ctx.received[c] + ctx.joined[c] for c in cands]
+
+    return score
+
+
+def random_scorer(seed: int = 0) -> ShareScoreFn:
+    """A random order of the friends (seeded)."""
+    rng = np.random.default_rng(seed)
+
+    def score(sharers: np.ndarray, items: np.ndarray,
+              cands: list[np.ndarray]) -> list[np.ndarray]:
+        return [rng.random(len(c)) for c in cands]
+
+    return score

@@ -1,0 +1,173 @@
+"""Which bundle answers: resolving registry aliases, loading bundles, swapping them atomically.
+
+A bundle comes either from a directory (env ``SOCIALREC_BUNDLE_DIR``: every alias is that
+bundle; for demos and tests) or from the MLflow model registry: ``SOCIALREC_MODEL`` @ alias is
+resolved to a version with ``MlflowClient.get_model_version_by_alias``, and that version's
+artifacts are downloaded (``models:/{name}/{version}``, the version the alias pointed to when we
+asked, so an alias moving during the download cannot mix two versions). The training side logs
+the bundle as a pyfunc model with ``artifacts={"bundle": <dir>}``, so it lands in
+``<download>/artifacts/bundle/``.
+
+:class:`ModelSet` holds ``{alias: LoadedModel}`` in one attribute. :meth:`ModelSet.refresh`
+loads every changed version completely (arrays, FAISS indexes) before replacing that attribute
+in one assignment, so a request that already read it finishes on the old bundles and the next one
+sees only new ones; nothing is ever half-swapped. The service calls it from a background thread
+every ``SOCIALREC_POLL_SECONDS`` and on ``POST /admin/reload``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from socialrec.models.bundle import ModelBundle
+from socialrec.serving.share import check_ranker
+
+log = logging.getLogger("socialrec.serving")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    alias: str
+    version: str  # what responses and exposures call it: "name/3", or "dir:<hash>"
+    bundle: ModelBundle
+
+
+class BundleSource(Protocol):
+    def resolve(self, alias: str) -> str:
+        """The version ``alias`` points to now."""
+
+    def load(self, alias: str, version: str) -> ModelBundle:
+        """That version's bundle, fully loaded."""
+
+
+def prepare(bundle: ModelBundle, where: str) -> ModelBundle:
+    """Make a loaded bundle servable: check its share ranker, index it if it came without
+    indexes (a bundle saved before index building)."""
+    if bundle.share_ranker is not None:
+        bundle.share_ranker = check_ranker(bundle.share_ranker, f"{where}/share_ranker.json")
+    if bundle.user_index is None or bundle.item_index is None:
+        from socialrec.training.index import build_indexes  # torch-free (see its docstring)
+
+        log.warning("%s has no FAISS indexes; building them now", where)
+        build_indexes(bundle)
+    return bundle
+
+
+class DirectorySource:
+    """One bundle directory for every alias; its version is a hash of its meta.json, so
+    rewriting the directory and reloading swaps it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not (self.path / "meta.json").exists():
+            raise FileNotFoundError(f"SOCIALREC_BUNDLE_DIR={self.path}: no meta.json there; "
+                                    "expected a directory written by ModelBundle.save")
+
+    def resolve(self, alias: str) -> str:
+        digest = hashlib.sha256((self.path / "meta.json").read_bytes()).hexdigest()[:12]
+        return f"dir:{digest}"
+
+    def load(self, alias: str, version: str) -> ModelBundle:
+        return prepare(ModelBundle.load(self.path), str(self.path))
+
+
+class RegistrySource:
+    """Versions of one registered model, by alias; downloads cached under ``cache_dir``."""
+
+    def __init__(self, name: str, tracking_uri: str | None = None,
+                 cache_dir: str | Path | None = None) -> None:
+        from mlflow import MlflowClient
+
+        self.name = name
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.cache_dir = Path(cache_dir or Path(tempfile.gettempdir()) / "socialrec-bundles")
+
+    def resolve(self, alias: str) -> str:
+        return str(self.client.get_model_version_by_alias(self.name, alias).version)
+
+    def download(self, version: str) -> Path:
+        """The bundle directory of ``version``, downloaded once (into a temporary directory,
+        renamed into place when complete, so a crash never leaves half a bundle cached)."""
+        import mlflow
+
+        final = self.cache_dir / self.name / version
+        bundle_dir = final / "artifacts" / "bundle"
+        if bundle_dir.exists():
+            return bundle_dir
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{version}-"))
+        try:
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{self.name}/{version}", dst_path=str(tmp),
+                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            if not (tmp / "artifacts" / "bundle" / "meta.json").exists():
+                raise FileNotFoundError(
+                    f"models:/{self.name}/{version} has no artifacts/bundle/meta.json; expected "
+                    "a pyfunc model logged with artifacts={'bundle': <bundle dir>}")
+            try:
+                tmp.rename(final)
+            except OSError:  # another worker finished first: use theirs
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return bundle_dir
+
+    def load(self, alias: str, version: str) -> ModelBundle:
+        return prepare(ModelBundle.load(self.download(version)), f"models:/{self.name}/{version}")
+
+
+def source_from_env(env: dict[str, str] | None = None) -> BundleSource:
+    env = dict(os.environ if env is None else env)
+    if env.get("SOCIALREC_BUNDLE_DIR"):
+        return DirectorySource(env["SOCIALREC_BUNDLE_DIR"])
+    return RegistrySource(env.get("SOCIALREC_MODEL", "socialrec-synthetic"),
+                          env.get("MLFLOW_TRACKING_URI"), env.get("SOCIALREC_CACHE_DIR"))
+
+
+class ModelSet:
+    """The bundles being served, one per alias, swapped atomically (see module docstring)."""
+
+    def __init__(self, source: BundleSource, aliases: Iterable[str]) -> None:
+        self.source = source
+        self.models: dict[str, LoadedModel] = {}
+        self._lock = threading.Lock()  # one refresh at a time; readers never take it
+        self.refresh(aliases)
+
+    def get(self, alias: str) -> LoadedModel:
+        return self.models[alias]
+
+    def refresh(self, aliases: Iterable[str] | None = None) -> list[str]:
+        """Load what changed (for ``aliases``, default: those served now), then swap; return
+        the aliases whose version changed. A failure leaves the served set untouched."""
+        with self._lock:
+            current = self.models
+            wanted = sorted(set(aliases) if aliases is not None else set(current))
+            new: dict[str, LoadedModel] = {}
+            loaded: dict[str, ModelBundle] = {}  # aliases on the same version share a bundle
+            for alias in wanted:
+                version = self.source.resolve(alias)
+                old = current.get(alias)
+                if old is not None and old.version == version:
+                    new[alias] = old
+                    continue
+                same = next((m.bundle for m in current.values() if m.version == version), None)
+                bundle = same or loaded.get(version) or self.source.load(alias, version)
+                loaded[version] = bundle
+                new[alias] = LoadedModel(alias, version, bundle)
+            changed = [a for a in wanted
+                       if a not in current or current[a].version != new[a].version]
+            self.models = new  # the swap: one reference assignment
+        for alias in changed:
+            log.info("serving %s = %s", alias, new[alias].version)
+        return changed

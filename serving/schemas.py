@@ -1,0 +1,154 @@
+"""Request and response bodies of the service (pydantic). The OpenAPI schema at /docs.json is
+generated from these; bodies that do not match them get a 400 naming the field."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from socialrec.features.events import FEEDBACK_EVENTS
+
+#: Ids are strings of at most this many characters (the event store's column width).
+ID_MAX = 128
+#: Upper bound of any ``k`` in the schema; the real bound (users / items of the model) is
+#: checked against the model that answers, with a 422 naming ``k``.
+K_MAX = 10_000_000
+FEEDBACK_MAX_BATCH = 10_000
+TS_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+TS_MAX = datetime(2100, 1, 1, tzinfo=UTC)
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- push ----------------------------------------------------------------------------------------
+
+class FrequencyCapRule(Strict):
+    max_pushes: int = Field(ge=1, le=1000, description="pushes allowed in the window")
+    window_hours: int = Field(ge=1, le=24 * 366, description="length of the window, in hours")
+
+
+class PushRules(Strict):
+    exclude_buyers: bool = Field(True, description="drop users who already bought the item")
+    respect_opt_out: bool = Field(True, description="drop users who did not opt in to pushes")
+    frequency_cap: FrequencyCapRule | None = Field(
+        None, description="drop users pushed max_pushes times in the last window_hours")
+    holdout: bool = Field(True, description="drop the experiment's holdout users")
+
+
+class PushRequest(Strict):
+    item_id: str = Field(min_length=1, max_length=ID_MAX, description="the product to push")
+    campaign_id: str | None = Field(
+        None, min_length=1, max_length=ID_MAX,
+        description="the campaign (the A/B unit and the holdout's key; item_id when absent)")
+    k: int = Field(100, ge=1, le=K_MAX, description="how many users (at most the model's users)")
+    rules: PushRules = PushRules()
+
+
+class Served(BaseModel):
+    """What every response says about who answered."""
+
+    request_id: str = Field(description="uuid4; feedback refers to it")
+    experiment: str | None = Field(description="the A/B experiment routing this endpoint")
+    variant: str = Field(description="the variant that answered ('default' without experiment)")
+    model_version: str = Field(description="registry name/version (or dir:<hash>) of the model")
+    strategy: str = Field(description="which retrieval or fallback produced the list")
+
+
+class PushResponse(Served):
+    item_id: str
+    campaign_id: str
+    users: list[str] = Field(description="user ids, best first")
+    scores: list[float] = Field(description="the score of each user (same order)")
+    removed: dict[str, int] = Field(
+        description="users ranked above the last returned one that each rule removed")
+
+
+# -- share partners ------------------------------------------------------------------------------
+
+class ShareRequest(Strict):
+    user_id: str = Field(min_length=1, max_length=ID_MAX, description="the sharer")
+    item_id: str = Field(min_length=1, max_length=ID_MAX, description="the product shared")
+    k: int = Field(10, ge=1, le=1000)
+    hops: Literal[1, 2] = Field(1, description="friends (1) or friends of friends too (2)")
+    category: str | None = Field(
+        None, min_length=1, max_length=ID_MAX,
+        description="category of an item the model does not know (for the fallback)")
+
+
+class SharePartner(BaseModel):
+    user_id: str
+    score: float
+    hop: int
+    parts: dict[str, float] = Field(description="the features the score combines")
+    reason: str
+
+
+class ShareResponse(Served):
+    partners: list[SharePartner]
+    item_fallback: Literal["category", "popularity"] | None = Field(
+        description="how the item was represented when the model does not know it")
+    reason: str | None = Field(None, description="why the list is empty, when it is")
+
+
+# -- recommend -----------------------------------------------------------------------------------
+
+class RecommendRequest(Strict):
+    user_id: str = Field(min_length=1, max_length=ID_MAX)
+    k: int = Field(10, ge=1, le=K_MAX, description="how many items (at most the model's items)")
+    exclude_seen: bool = Field(True, description="leave out items the user interacted with")
+
+
+class RecommendResponse(Served):
+    items: list[str] = Field(description="item ids, best first")
+    scores: list[float] = Field(description="the score of each item (same order)")
+
+
+# -- feedback ------------------------------------------------------------------------------------
+
+class FeedbackEvent(Strict):
+    event_id: str = Field(min_length=1, max_length=ID_MAX,
+                          description="unique per event; a repeat is counted as a duplicate")
+    request_id: str | None = Field(None, min_length=1, max_length=64,
+                                   description="the response this event followed")
+    user_id: str = Field(min_length=1, max_length=ID_MAX)
+    item_id: str | None = Field(None, min_length=1, max_length=ID_MAX)
+    event: Literal[FEEDBACK_EVENTS]  # type: ignore[valid-type]
+    ts: datetime | None = Field(None,
+                                description="when it happened (UTC if no zone); now if absent")
+    value: float = Field(0.0, ge=-1e12, le=1e12, allow_inf_nan=False,
+                         description="revenue of a purchase")
+
+    @field_validator("ts")
+    @classmethod
+    def _plausible_ts(cls, ts: datetime | None) -> datetime | None:
+        if ts is None:
+            return None
+        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+        if not TS_MIN <= ts <= TS_MAX:
+            raise ValueError(f"expected a time between {TS_MIN:%Y-%m-%d} and {TS_MAX:%Y-%m-%d}")
+        return ts.astimezone(UTC)
+
+
+class FeedbackRequest(Strict):
+    events: list[FeedbackEvent] = Field(min_length=1, max_length=FEEDBACK_MAX_BATCH)
+
+
+class FeedbackResponse(BaseModel):
+    accepted: int = Field(description="events stored by this call")
+    duplicates: int = Field(description="events already stored (or repeated in the batch)")
+
+
+# -- admin and errors ----------------------------------------------------------------------------
+
+class ReloadResponse(BaseModel):
+    models: dict[str, str] = Field(description="alias -> model version now served")
+    changed: list[str] = Field(description="aliases whose version changed with this reload")
+
+
+class ErrorBody(BaseModel):
+    error: str
+    field: str | None = None
+    expected: str | None = None

@@ -1,0 +1,398 @@
+"""The BentoML service: precision push, share partners, recommendations, feedback.
+
+Run it with ``bentoml serve socialrec.serving.service:SocialRec`` (one worker; each request
+runs on one of ``SOCIALREC_THREADS`` threads). Configuration, all from the environment:
+
+=========================  =========================================================================
+SOCIALREC_BUNDLE_DIR       serve this bundle directory for every alias (no registry)
+SOCIALREC_MODEL            registered model name (default ``socialrec-synthetic``)
+SOCIALREC_ALIAS            alias of endpoints no experiment routes (default ``champion``)
+MLFLOW_TRACKING_URI        the registry (MLflow's own default when unset)
+SOCIALREC_CACHE_DIR        where registry downloads are kept (default: <tmp>/socialrec-bundles)
+SOCIALREC_EVENT_STORE      event store URL (default ``sqlite:///events.db``)
+SOCIALREC_EXPERIMENTS      experiments YAML (configs/experiments.yaml); none: no A/B routing
+SOCIALREC_ADMIN_TOKEN      token of ``POST /admin/reload`` (unset: the endpoint answers 403)
+SOCIALREC_POLL_SECONDS     how often aliases are re-resolved (default 30; 0 turns polling off)
+SOCIALREC_THREADS          request threads (default 8)
+=========================  =========================================================================
+
+Every response carries ``request_id`` (uuid4), ``experiment``, ``variant``, ``model_version`` and
+``strategy``; every served list is logged as exposures (serving/exposures.py). Bad requests get a
+4xx with ``{"error", "field", "expected"}`` (unknown ids 404, ``k`` beyond the model 422, schema
+violations 400 from BentoML's validation), never a 500.
+
+Fallbacks: an unknown user on /recommend gets popular items (``strategy: popular``); a user
+known only through the social graph gets their friends' favourites; an unknown item on
+/share_partners is represented by its category (if the request names one the model knows) or by
+the popularity-weighted mean item, and the response's ``item_fallback`` says which.
+
+Never imports torch: numpy, FAISS, scipy, pydantic, BentoML and the MLflow client only.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+import bentoml
+import faiss
+import numpy as np
+from bentoml.validators import ContentType
+from starlette.responses import JSONResponse, StreamingResponse
+
+from socialrec.features.events import EventStore, Feedback
+from socialrec.serving.ab import Experiment, Experiments, load_experiments
+from socialrec.serving.exposures import ExposureLog, ServedList
+from socialrec.serving.fallback import friends_favourites, has_interactions, popular_items
+from socialrec.serving.loader import LoadedModel, ModelSet, source_from_env
+from socialrec.serving.retrieval import Selected, make_rules, recommend_items, select_users
+from socialrec.serving.rules import CampaignHoldout
+from socialrec.serving.schemas import (
+    ErrorBody,
+    FeedbackRequest,
+    FeedbackResponse,
+    PushRequest,
+    PushResponse,
+    RecommendRequest,
+    RecommendResponse,
+    ReloadResponse,
+    SharePartner,
+    ShareRequest,
+    ShareResponse,
+)
+from socialrec.serving.share import DEFAULT_RANKER, item_vector, rank_partners
+
+log = logging.getLogger("socialrec.serving")
+
+RULE_NAMES = ("opt_out", "exclude_buyers", "holdout", "frequency_cap")
+#: Users per chunk of the NDJSON stream.
+STREAM_CHUNK = 5000
+
+
+class RequestError(Exception):
+    """A request the service refuses: becomes a JSON 4xx naming the field."""
+
+    def __init__(self, status: int, error: str, field: str | None = None,
+                 expected: str | None = None) -> None:
+        super().__init__(error)
+        self.status, self.body = status, ErrorBody(error=error, field=field, expected=expected)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def json_errors(func: F) -> F:
+    """Turn a :class:`RequestError` into its JSON response (BentoML's own wraps messages in a
+    list and hides 401/403 reasons)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RequestError as exc:
+            ctx = kwargs.get("ctx")
+            if ctx is not None:  # BentoML applies the context's status to any response
+                ctx.response.status_code = exc.status
+            return JSONResponse(exc.body.model_dump(), status_code=exc.status)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Settings:
+    event_store: str
+    experiments: str | None
+    default_alias: str
+    admin_token: str | None
+    poll_seconds: float
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        return cls(
+            event_store=env.get("SOCIALREC_EVENT_STORE", "sqlite:///events.db"),
+            experiments=env.get("SOCIALREC_EXPERIMENTS") or None,
+            default_alias=env.get("SOCIALREC_ALIAS", "champion"),
+            admin_token=env.get("SOCIALREC_ADMIN_TOKEN") or None,
+            poll_seconds=float(env.get("SOCIALREC_POLL_SECONDS", "30")),
+        )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one request uses from start to end (a reload replaces the whole snapshot)."""
+
+    experiments: Experiments
+    models: dict[str, LoadedModel]
+
+
+@dataclass(frozen=True)
+class Route:
+    experiment: str | None
+    exp: Experiment | None
+    variant: str
+    model: LoadedModel
+    unit_id: str
+
+    def served(self, strategy: str) -> dict[str, Any]:
+        return {"request_id": str(uuid.uuid4()), "experiment": self.experiment,
+                "variant": self.variant, "model_version": self.model.version,
+                "strategy": strategy}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@bentoml.service(
+    workers=1,
+    threads=int(os.environ.get("SOCIALREC_THREADS", "8")),
+    traffic={"timeout": 300},
+)
+class SocialRec:
+    def __init__(self) -> None:
+        # Parallelism comes from request threads; OpenMP threads inside each search would
+        # oversubscribe the cores.
+        faiss.omp_set_num_threads(1)
+        self.settings = Settings.from_env()
+        experiments = (load_experiments(self.settings.experiments)
+                       if self.settings.experiments else Experiments())
+        self.models = ModelSet(source_from_env(), self._aliases(experiments))
+        self.state = Snapshot(experiments, self.models.models)
+        self.store = EventStore(self.settings.event_store)
+        self.exposures = ExposureLog(self.store)
+        self._reload_lock = threading.Lock()
+        self._stop = threading.Event()
+        if self.settings.poll_seconds > 0:
+            threading.Thread(target=self._poll, name="socialrec-model-poll", daemon=True).start()
+        log.info("serving %s", {a: m.version for a, m in self.state.models.items()})
+
+    # -- models and routing --------------------------------------------------------------------
+
+    def _aliases(self, experiments: Experiments) -> set[str]:
+        needed = set(experiments.aliases())
+        routed = {e for exp in experiments.experiments.values() for e in exp.endpoints}
+        if routed != {"push_targets", "share_partners", "recommend"}:
+            needed.add(self.settings.default_alias)  # some endpoint has no experiment
+        return needed
+
+    def refresh(self, reread_experiments: bool = False) -> list[str]:
+        """Re-resolve every alias (and re-read the experiments file); swap what changed."""
+        with self._reload_lock:
+            experiments = self.state.experiments
+            if reread_experiments and self.settings.experiments:
+                experiments = load_experiments(self.settings.experiments)
+            changed = self.models.refresh(self._aliases(experiments))
+            self.state = Snapshot(experiments, self.models.models)
+            return changed
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.settings.poll_seconds):
+            try:
+                self.refresh()
+            except Exception:  # keep serving what we have; try again next time
+                log.exception("model refresh failed")
+
+    def _route(self, endpoint: str, unit_id: str) -> Route:
+        state = self.state  # one read: this request sees one consistent set of bundles
+        found = state.experiments.for_endpoint(endpoint)
+        if found is None:
+            return Route(None, None, "default", state.models[self.settings.default_alias],
+                         unit_id)
+        name, exp = found
+        variant = exp.assign(unit_id)
+        return Route(name, exp, variant, state.models[exp.variants[variant].alias], unit_id)
+
+    # -- push ----------------------------------------------------------------------------------
+
+    def _push(self, req: PushRequest) -> tuple[Route, str, Selected]:
+        campaign = req.campaign_id or req.item_id
+        route = self._route("push_targets", campaign)
+        bundle = route.model.bundle
+        item = bundle.items.get(req.item_id)
+        if item is None:
+            raise RequestError(404, f"item_id {req.item_id!r} is not known to model "
+                               f"{route.model.version}", "item_id",
+                               "an item id the model was trained on")
+        n_users = len(bundle.users)
+        if req.k > n_users:
+            raise RequestError(422, f"k={req.k} is more than the model's {n_users} users", "k",
+                               f"an integer in 1..{n_users}")
+        holdout = None
+        if route.exp is not None and route.exp.holdout.weight > 0:
+            holdout = CampaignHoldout(bundle, route.exp.salt, route.exp.holdout.weight, campaign)
+        if req.rules.frequency_cap is not None:
+            self.exposures.flush()  # count every push answered before this one
+        rules = make_rules(bundle, item, req.rules, self.store, holdout)
+        chosen = select_users(bundle, item, req.k, rules)
+        removed = dict.fromkeys(RULE_NAMES, 0) | chosen.removed
+        return route, campaign, chosen._replace(removed=removed)
+
+    def _log_push(self, route: Route, served: dict[str, Any], req: PushRequest,
+                  user_ids: list[str], scores: np.ndarray) -> None:
+        self.exposures.log(ServedList(
+            served["request_id"], _now(), "push_targets", route.experiment, route.variant,
+            route.model.version, route.unit_id, user_ids, req.item_id, scores))
+
+    @bentoml.api(route="/push_targets")
+    @json_errors
+    def push_targets(self, req: PushRequest, /) -> PushResponse:
+        """The users to push ``item_id`` to, best first, after the business rules."""
+        route, campaign, chosen = self._push(req)
+        user_ids = route.model.bundle.users.to_ids(chosen.users)
+        served = route.served(chosen.strategy)
+        self._log_push(route, served, req, user_ids, chosen.scores)
+        return PushResponse(**served, item_id=req.item_id, campaign_id=campaign, users=user_ids,
+                            scores=chosen.scores.tolist(), removed=chosen.removed)
+
+    @bentoml.api(route="/push_targets_stream")
+    @json_errors
+    def push_targets_stream(
+        self, req: PushRequest, /
+    ) -> Annotated[str, ContentType("application/x-ndjson")]:
+        """Campaign-sized pushes as NDJSON: a first line with the response fields (request_id,
+        variant, model_version, strategy, removed, n_users), then one ``{"user_id", "score"}``
+        line per user, best first."""
+        route, campaign, chosen = self._push(req)  # errors surface before the stream starts
+        user_ids = route.model.bundle.users.to_ids(chosen.users)
+        served = route.served(chosen.strategy)
+        self._log_push(route, served, req, user_ids, chosen.scores)
+        head = {**served, "item_id": req.item_id, "campaign_id": campaign,
+                "removed": chosen.removed, "n_users": len(user_ids)}
+
+        def lines() -> Iterator[str]:
+            yield json.dumps(head) + "\n"
+            scores = chosen.scores.tolist()
+            for start in range(0, len(user_ids), STREAM_CHUNK):
+                yield "".join(
+                    json.dumps({"user_id": u, "score": s}) + "\n"
+                    for u, s in zip(user_ids[start:start + STREAM_CHUNK],
+                                    scores[start:start + STREAM_CHUNK], strict=True))
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")  # type: ignore[return-value]
+
+    # -- share partners ------------------------------------------------------------------------
+
+    @bentoml.api(route="/share_partners")
+    @json_errors
+    def share_partners(self, req: ShareRequest, /) -> ShareResponse:
+        """The friends ``user_id`` should share ``item_id`` with, best first."""
+        route = self._route("share_partners", req.user_id)
+        bundle = route.model.bundle
+        sharer = bundle.users.get(req.user_id)
+        if sharer is None:
+            raise RequestError(404, f"user_id {req.user_id!r} is not known to model "
+                               f"{route.model.version}", "user_id",
+                               "a user id of the model's social graph")
+        item = bundle.items.get(req.item_id)
+        vec, fallback = item_vector(bundle, item, req.category)
+        ranker = bundle.share_ranker or DEFAULT_RANKER
+        strategy = f"share_ranker:{ranker.get('name', 'learned')}"
+        if fallback:
+            strategy += f"+item_{fallback}"
+        found = rank_partners(bundle, sharer, vec, item, req.k, req.hops, ranker)
+        served = route.served(strategy)
+        friend_ids = bundle.users.to_ids(found.users)
+        partners = [
+            SharePartner(user_id=f, score=float(found.scores[i]), hop=int(found.hop[i]),
+                         parts={n: float(v[i]) for n, v in found.features.items()},
+                         reason=found.reasons[i])
+            for i, f in enumerate(friend_ids)
+        ]
+        reason = None
+        if not partners:
+            reason = ("the sharer has no friends in the social graph" if req.hops == 1
+                      else "the sharer has no friends or friends of friends in the social graph")
+        if partners:
+            # One entry per partner: the partner is who would receive the share; the sharer is
+            # the A/B unit.
+            self.exposures.log(ServedList(
+                served["request_id"], _now(), "share_partners", route.experiment, route.variant,
+                route.model.version, req.user_id, friend_ids, req.item_id, found.scores))
+        return ShareResponse(**served, partners=partners, item_fallback=fallback, reason=reason)
+
+    # -- recommend -----------------------------------------------------------------------------
+
+    @bentoml.api(route="/recommend")
+    @json_errors
+    def recommend(self, req: RecommendRequest, /) -> RecommendResponse:
+        """Items for ``user_id``, best first; cold users get the fallbacks of the module doc."""
+        route = self._route("recommend", req.user_id)
+        bundle = route.model.bundle
+        n_items = len(bundle.items)
+        if req.k > n_items:
+            raise RequestError(422, f"k={req.k} is more than the model's {n_items} items", "k",
+                               f"an integer in 1..{n_items}")
+        user = bundle.users.get(req.user_id)
+        if user is None:
+            items, scores = popular_items(bundle, req.k)
+            strategy = "popular"
+        elif not has_interactions(bundle, user):
+            items, scores, found = friends_favourites(bundle, user, req.k)
+            strategy = "friends_favourites" if found else "popular"
+        else:
+            items, scores, strategy = recommend_items(bundle, user, req.k, req.exclude_seen)
+        served = route.served(strategy)
+        item_ids = bundle.items.to_ids(items)
+        if item_ids:
+            self.exposures.log(ServedList(
+                served["request_id"], _now(), "recommend", route.experiment, route.variant,
+                route.model.version, req.user_id, req.user_id, item_ids, scores))
+        return RecommendResponse(**served, items=item_ids, scores=np.asarray(scores).tolist())
+
+    # -- feedback ------------------------------------------------------------------------------
+
+    @bentoml.api(route="/feedback")
+    @json_errors
+    def feedback(self, req: FeedbackRequest, /) -> FeedbackResponse:
+        """Store feedback events; replies once they are committed. Idempotent on event_id."""
+        now = _now()
+        events = [Feedback(e.event_id, e.request_id, e.ts or now, e.user_id, e.item_id, e.event,
+                           e.value) for e in req.events]
+        new = self.store.log_feedback(events)
+        return FeedbackResponse(accepted=new, duplicates=len(events) - new)
+
+    # -- admin ---------------------------------------------------------------------------------
+
+    @bentoml.api(route="/admin/reload")
+    @json_errors
+    def admin_reload(self, ctx: bentoml.Context) -> ReloadResponse:
+        """Re-read the experiments file and re-resolve every alias now. Needs the header
+        ``Authorization: Bearer <SOCIALREC_ADMIN_TOKEN>``."""
+        token = self.settings.admin_token
+        if token is None:
+            raise RequestError(403, "admin endpoints are off: SOCIALREC_ADMIN_TOKEN is not set")
+        given = ctx.request.headers.get("authorization", "")
+        if not given.lower().startswith("bearer "):
+            raise RequestError(401, "missing admin token", "Authorization",
+                               "Bearer <SOCIALREC_ADMIN_TOKEN>")
+        if not hmac.compare_digest(given[7:].strip().encode(), token.encode()):
+            raise RequestError(403, "wrong admin token", "Authorization",
+                               "Bearer <SOCIALREC_ADMIN_TOKEN>")
+        try:
+            changed = self.refresh(reread_experiments=True)
+        except (ValueError, FileNotFoundError) as exc:  # a bad experiments file or bundle
+            raise RequestError(422, f"reload refused, still serving the old models: {exc}",
+                               "SOCIALREC_EXPERIMENTS") from exc
+        return ReloadResponse(models={a: m.version for a, m in self.state.models.items()},
+                              changed=changed)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def __is_ready__(self) -> bool:
+        return bool(self.state.models)
+
+    @bentoml.on_shutdown
+    def close(self) -> None:
+        self._stop.set()
+        self.exposures.close()
+        self.store.close()
