@@ -136,8 +136,8 @@ def unit_rows(exposures: pd.DataFrame, feedback: pd.DataFrame, *, start: datetim
     if exposures.empty:
         raise ValueError("no exposures: nothing to analyse (wrong experiment name or window?)")
     ex = exposures
-    start = pd.Timestamp(start if start is not None else ex.ts.min())
-    end_ts = pd.Timestamp(end) if end is not None else None
+    start = _utc(start if start is not None else ex.ts.min())
+    end_ts = _utc(end) if end is not None else None
 
     unit_variant = ex[ex.variant != HOLDOUT].groupby("unit_id").variant.first()
     rows = ex.groupby(["unit_id", "user_id"], sort=True).agg(
@@ -166,6 +166,12 @@ def unit_rows(exposures: pd.DataFrame, feedback: pd.DataFrame, *, start: datetim
     rows["pre_activity"] = rows.user_id.map(pre.groupby("user_id").size()).fillna(0).astype(
         "int64")
     return rows[ROW_COLUMNS]
+
+
+def _utc(ts: datetime | pd.Timestamp) -> pd.Timestamp:
+    """A UTC timestamp; a naive one is taken to be UTC already (as the event store does)."""
+    ts = pd.Timestamp(ts)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def _attribute(ex: pd.DataFrame, fb: pd.DataFrame, rows: pd.DataFrame,
@@ -523,10 +529,11 @@ def analyze(rows: pd.DataFrame, arms: ExperimentArms | None = None, *, experimen
             control: str | None = None, alpha: float = ALPHA, use_cuped: bool = True,
             sequential: bool = False, tau_rel: float = 0.1,
             srm_threshold: float = SRM_THRESHOLD, metrics: tuple[Metric, ...] = METRICS,
-            start: datetime | None = None, end: datetime | None = None) -> ABResult:
+            start: datetime | None = None, end: datetime | None = None,
+            timeline: bool = True) -> ABResult:
     """Analyse :func:`unit_rows` output: per-arm summaries, every variant against the control,
-    the SRM checks (when ``arms`` gives the configured weights) and push incrementality (when
-    held-out users exist)."""
+    the SRM checks (when ``arms`` gives the configured weights), push incrementality (when
+    held-out users exist) and, with ``timeline``, cumulative conversion over time."""
     notes: list[str] = []
     parts = {str(name): part for name, part in rows.groupby("arm", sort=False)}
     held = parts.get(HOLDOUT, rows.iloc[:0])
@@ -585,7 +592,8 @@ def analyze(rows: pd.DataFrame, arms: ExperimentArms | None = None, *, experimen
         end=str(end if end is not None else ""), unit_is_user=unit_is_user,
         cuped_enabled=use_cuped, cuped_available=cuped_available, arms=summaries,
         comparisons=comparisons, srm=srm, holdout_srm=holdout_srm,
-        incrementality=incrementality, cumulative=cumulative_conversion(rows, end),
+        incrementality=incrementality,
+        cumulative=cumulative_conversion(rows, end) if timeline else {},
         mixed_units=mixed, notes=notes)
 
 

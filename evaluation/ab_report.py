@@ -59,7 +59,7 @@ def _ci(ci: tuple[float, float] | None, metric: str = "", pct: bool = False) -> 
 def _p(p: float | None) -> str:
     if p is None or not math.isfinite(p):
         return "–"
-    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
+    return "&lt;0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
 def _png(fig: Figure) -> str:
@@ -96,7 +96,7 @@ def cumulative_plot(result: ABResult) -> str | None:
     cum = result.cumulative
     if not cum.get("times"):
         return None
-    times = pd.to_datetime(cum["times"])
+    times = pd.to_datetime(cum["times"], format="ISO8601")
     fig = Figure(figsize=(8, 3.8))
     ax = fig.add_subplot()
     for arm, rates in cum["rates"].items():

@@ -25,9 +25,14 @@ apply by hand. Two tables (an optional prefix lets several stores share one data
   feedback idempotent), request_id (null for organic events), ts, user_id, item_id, event,
   value. Indexes: request_id, (user_id, ts), ts.
 
-Existing SQLite data moves with a plain copy, e.g. ``store_pg.log_exposures(...)`` from
-``store_sqlite.exposures()`` rows, or ``sqlite3 events.db .dump`` filtered to the INSERTs. At
-high volume, partition both tables by month on ``ts`` (PostgreSQL declarative partitioning) and
+Existing SQLite data moves with :func:`iter_rows`::
+
+    old, new = EventStore("sqlite:///events.db"), EventStore("postgresql+psycopg://...")
+    new.log_exposures(list(iter_rows(old.exposures(), Exposure)))
+    new.log_feedback(list(iter_rows(old.feedback(), Feedback)))
+
+(stop the writers first; re-running the feedback copy is harmless, it is idempotent). At high
+volume, partition both tables by month on ``ts`` (PostgreSQL declarative partitioning) and
 drop old partitions instead of deleting rows.
 """
 
@@ -304,9 +309,14 @@ class EventStore:
     # -- helpers ------------------------------------------------------------------------------
 
     def _frame(self, query: sa.Select[Any], columns: list[str]) -> pd.DataFrame:
+        # Timestamps are converted by pandas in one vectorised call, not row by row by
+        # UTCDateTime: SQLite hands back ISO strings (UTC), PostgreSQL aware datetimes.
+        raw_ts = [sa.type_coerce(c, sa.String()) if c.name == "ts" else c
+                  for c in query.selected_columns]
         with self.engine.connect() as conn:
-            df = pd.DataFrame(conn.execute(query).all(), columns=columns)
-        df["ts"] = pd.to_datetime(df["ts"], utc=True)
+            rows = conn.execute(query.with_only_columns(*raw_ts)).all()
+        df = pd.DataFrame.from_records(list(map(tuple, rows)), columns=columns)
+        df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601")
         return df
 
     def _retry(self, fn: Callable[[], T]) -> T:

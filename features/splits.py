@@ -90,21 +90,22 @@ def random_ratio_split(
 
 
 def temporal_split(
-    dataset: Dataset, ratios: Sequence[float] = (0.8, 0.1, 0.1), cut_ts: int | None = None,
-    valid_cut_ts: int | None = None,
+    dataset: Dataset, ratios: Sequence[float] = (0.8, 0.1, 0.1), cut_ts: int | str | None = None,
+    valid_cut_ts: int | str | None = None,
 ) -> Split:
-    """One global time cut: train < valid start <= valid < test start <= test."""
+    """One global time cut: train < valid start <= valid < test start <= test. The cuts are Unix
+    seconds or ISO dates (UTC); without them they are the ``ratios`` quantiles of event times."""
     r = _ratios(ratios)
     inter = dataset.interactions
     ts = _timestamps(inter, "temporal")
     ordered = np.sort(ts)
-    test_start = _quantile(ordered, r[TRAIN] + r[VALID]) if cut_ts is None else int(cut_ts)
+    test_start = _quantile(ordered, r[TRAIN] + r[VALID]) if cut_ts is None else _to_ts(cut_ts)
     if valid_cut_ts is None:
         before = ordered[ordered < test_start]
         kept = r[TRAIN] + r[VALID]
         valid_start = _quantile(before, r[TRAIN] / kept) if kept > 0 and len(before) else test_start
     else:
-        valid_start = int(valid_cut_ts)
+        valid_start = _to_ts(valid_cut_ts)
     valid_start = min(valid_start, test_start)
     part = np.where(ts < valid_start, TRAIN, np.where(ts < test_start, VALID, TEST))
     # a pair stays in the part of its first event: later repeats are not new targets
@@ -112,7 +113,7 @@ def temporal_split(
     first = np.full(pair.max(initial=-1) + 1, TEST, dtype=np.int64)
     np.minimum.at(first, pair, part)
     repeats = part != first[pair]
-    train, valid, test = _cut(inter[~repeats], part[~repeats])
+    train, valid, test = _cut(inter, np.where(repeats, -1, part))
 
     shares = dataset.shares
     s_ts = shares["ts"].to_numpy(dtype=np.float64, na_value=-np.inf)  # no time: train
@@ -149,7 +150,8 @@ def leave_last_out_split(dataset: Dataset, min_user_interactions: int = 3) -> Sp
 def given_split(dataset: Dataset, ratios: Sequence[float] = (0.8, 0.1, 0.1),
                 seed: int = 2026) -> Split:
     """The split shipped with the source. Shares come from ``given_split["train_shares"]`` etc.
-    when the loader provides them, else random per sharer (``ratios``, ``seed``)."""
+    when the loader provides them, else random per sharer (``ratios``, ``seed``); the social edges
+    training sees from ``given_split["social"]`` when present, else all of ``dataset.social``."""
     given = dataset.given_split
     if not given or "train" not in given or "test" not in given:
         raise ValueError(f"split.method: given, but dataset {dataset.name!r} ships no "
@@ -166,7 +168,10 @@ def given_split(dataset: Dataset, ratios: Sequence[float] = (0.8, 0.1, 0.1),
         part = _random_parts(sharer, r, np.random.default_rng(seed), 0)[action]
         shares = list(_cut(dataset.shares, part))
         how_shares = f"shares random per sharer {_percent(r)}, seed {seed}"
-    return Split(train, valid, test, dataset.social.reset_index(drop=True), *shares,
+    # The loader may restrict the social edges training sees (Epinions: trust links up to the
+    # training cut, dataset.given_social_max_ts; BeiBei: ties from training records only).
+    social = given.get("social", dataset.social)
+    return Split(train, valid, test, social.reset_index(drop=True), *shares,
                  protocol=f"given split shipped with {dataset.name} ({how_shares})")
 
 
@@ -177,6 +182,15 @@ def _ratios(ratios: Sequence[float]) -> np.ndarray:
     if len(r) != 3 or (r < 0).any() or not np.isclose(r.sum(), 1.0):
         raise ValueError(f"split.ratios: expected [train, valid, test] summing to 1, got {ratios}")
     return r
+
+
+def _to_ts(value: int | str) -> int:
+    """Unix seconds, or an ISO date / date-time (UTC) such as ``2024-08-01``."""
+    if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+        stamp = pd.Timestamp(value)
+        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
+        return int(stamp.timestamp())
+    return int(value)
 
 
 def _percent(r: np.ndarray) -> str:
@@ -223,8 +237,8 @@ def _random_parts(group: np.ndarray, r: np.ndarray, rng: np.random.Generator,
     rounding is randomised (floor(x + U)), so that the expected shares equal ``r`` exactly even
     for small groups; groups smaller than ``min_size`` stay in train."""
     n_units = len(group)
-    key = rng.random(n_units)
-    order = np.lexsort((key, group))
+    shuffled = rng.permutation(n_units)
+    order = shuffled[np.argsort(group[shuffled], kind="stable")]  # by group, random within
     counts = np.bincount(group)
     rank = np.empty(n_units, dtype=np.int64)
     rank[order] = np.arange(n_units) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -244,7 +258,8 @@ def _last_parts(group: np.ndarray, last_ts: np.ndarray, min_size: int) -> np.nda
     """Per group, the unit with the latest time -> test, the one before -> valid (ties: the unit
     that first appears later in the data counts as later)."""
     n_units = len(group)
-    order = np.lexsort((np.arange(n_units), last_ts, group))
+    by_time = np.argsort(last_ts, kind="stable")
+    order = by_time[np.argsort(group[by_time], kind="stable")]  # by group, then time, then unit
     counts = np.bincount(group)
     from_end = np.empty(n_units, dtype=np.int64)  # 0 for the latest unit of its group
     from_end[order] = np.repeat(np.cumsum(counts), counts) - 1 - np.arange(n_units)

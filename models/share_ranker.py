@@ -6,6 +6,7 @@ friends, never the sharer). Every candidate ``f`` of a share ``(s, i)`` gets the
 
 ==========================  =======================================================================
 ``affinity``                ``user_emb[f] · item_emb[i]``: the friend's predicted interest
+``sharer_similarity``       cosine of ``user_emb[s]`` and ``user_emb[f]`` (alike tastes: homophily)
 ``tie_strength``            ``social[s, f]`` (features/tie_strength.py); friend of a friend: the
                             strongest two-step path ``max_m w(s, m) · w(m, f)``
 ``past_shares``             ``log1p`` of past shares s → f
@@ -41,7 +42,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,9 @@ from socialrec.features.tie_strength import (
 )
 
 FEATURES: tuple[str, ...] = (
-    "affinity", "tie_strength", "past_shares", "past_joins", "reverse_shares", "adamic_adar",
-    "co_interactions", "friend_popularity", "friend_responsiveness", "two_hop",
+    "affinity", "sharer_similarity", "tie_strength", "past_shares", "past_joins",
+    "reverse_shares", "adamic_adar", "co_interactions", "friend_popularity",
+    "friend_responsiveness", "two_hop",
 )
 
 #: score_fn(sharers, items, candidates) -> one score array per candidate array.
@@ -97,6 +99,7 @@ class ShareContext:
     share_counts: sp.csr_matrix
     share_joins: sp.csr_matrix
     seen: sp.csr_matrix
+    user_unit: np.ndarray = field(init=False, repr=False)
     friends: sp.csr_matrix = field(init=False, repr=False)
     aa_weights: sp.csr_matrix = field(init=False, repr=False)
     received: np.ndarray = field(init=False, repr=False)
@@ -112,6 +115,8 @@ class ShareContext:
         if self.user_emb.shape[0] != n or self.seen.shape[0] != n:
             raise ValueError(f"social has {n} users, user_emb {self.user_emb.shape[0]}, "
                              f"seen {self.seen.shape[0]}")
+        norm = np.linalg.norm(self.user_emb, axis=1, keepdims=True)
+        self.user_unit = self.user_emb / np.maximum(norm, 1e-12)
         self.social = sp.csr_matrix(self.social, dtype=np.float32)
         self.social.sum_duplicates()
         self.seen = _binary(self.seen)
@@ -204,6 +209,7 @@ def share_features(ctx: ShareContext, sharers: np.ndarray, items: np.ndarray,
         return out
     col = {name: k for k, name in enumerate(FEATURES)}
     out[:, col["affinity"]] = np.einsum("ij,ij->i", ctx.user_emb[c], ctx.item_emb[i])
+    out[:, col["sharer_similarity"]] = np.einsum("ij,ij->i", ctx.user_unit[s], ctx.user_unit[c])
     direct = pair_values(ctx.social, s, c) > 0
     tie = pair_values(ctx.social, s, c)
     if (~direct).any():
@@ -346,6 +352,21 @@ def share_groups(shares: pd.DataFrame) -> pd.DataFrame:
     return g.rename(columns={"recipient": "recipients"})
 
 
+def _sample_groups(groups: pd.DataFrame, max_groups: int | None,
+                   rng: np.random.Generator) -> pd.DataFrame:
+    if max_groups is not None and len(groups) > max_groups:
+        groups = groups.iloc[np.sort(rng.choice(len(groups), max_groups, replace=False))]
+    return groups.reset_index(drop=True)
+
+
+def _record_folds(shares: pd.DataFrame, groups: pd.DataFrame, fold_of_group: np.ndarray
+                  ) -> np.ndarray:
+    """The fold of each share record: its (sharer, item) group's; NaN for groups not drawn."""
+    key = pd.MultiIndex.from_frame(shares[["sharer", "item"]])
+    group_key = pd.MultiIndex.from_frame(groups[["sharer", "item"]])
+    return pd.Series(fold_of_group, index=group_key).reindex(key).to_numpy(dtype=np.float64)
+
+
 def examples(
     ctx: ShareContext,
     groups: pd.DataFrame,
@@ -353,10 +374,10 @@ def examples(
     max_negatives: int | None = 50,
     rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features ``x``, labels ``y`` and group number of every training pair: each group's
-    recipients that are candidates (positives) and up to ``max_negatives`` of its other
-    candidates (negatives, sampled without replacement). Groups with no recipient among their
-    candidates teach nothing and are left out."""
+    """Features ``x``, labels ``y`` and group number (row of ``groups``) of every training pair:
+    each group's recipients that are candidates (positives) and up to ``max_negatives`` of its
+    other candidates (negatives, sampled without replacement). Groups with no recipient among
+    their candidates teach nothing and are left out."""
     rng = rng or np.random.default_rng(0)
     sharers = groups["sharer"].to_numpy(dtype=np.int64)
     items = groups["item"].to_numpy(dtype=np.int64)
@@ -395,24 +416,22 @@ def cross_fitted_examples(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Training pairs from ``data.shares_train`` whose share-history features do not see their
     own share: the (sharer, item) groups are cut into ``folds`` and each fold's features are
-    computed from a context built on the other folds' records (cross-fitting), so a recipient is
-    not "a past recipient" because of the very share being learned. ``max_groups`` samples
-    groups to bound the work."""
+    computed from a context built on the other folds' records (cross-fitting).
+
+    What cross-fitting cannot undo: the interactions a training share itself caused (the
+    recipient's join / purchase of the item) are in ``data.train``, so the embeddings and
+    ``co_interactions`` of a training positive still remember its share. That is why
+    :func:`train_share_ranker` fits on the validation shares by default.
+    """
     rng = np.random.default_rng(seed)
     shares = data.shares_train
-    groups = share_groups(shares)
-    if max_groups is not None and len(groups) > max_groups:
-        groups = groups.iloc[np.sort(rng.choice(len(groups), max_groups, replace=False))]
-    groups = groups.reset_index(drop=True)
+    groups = _sample_groups(share_groups(shares), max_groups, rng)
     fold_of_group = rng.integers(0, folds, len(groups))
-    # Every record of a (sharer, item) goes with its group's fold; unsampled groups' records
-    # stay in every fold's history.
-    key = pd.MultiIndex.from_frame(shares[["sharer", "item"]])
-    group_key = pd.MultiIndex.from_frame(groups[["sharer", "item"]])
-    record_fold = pd.Series(fold_of_group, index=group_key).reindex(key).to_numpy()
+    record_fold = _record_folds(shares, groups, fold_of_group)
     structure = structural_components(data.social, data.train)
     xs, ys, gs = [], [], []
     for k in range(folds):
+        # records of groups not drawn (NaN fold) stay in every fold's history
         history = shares[record_fold != k]
         ctx = ShareContext.from_graph(data, user_emb, item_emb, history, cut, half_life,
                                       structure)
@@ -431,8 +450,8 @@ def fit_share_ranker(
     features: Sequence[str] = FEATURES,
     l2: float = 1.0,
 ) -> ShareRanker:
-    """Fit the logistic ranker on examples (see :func:`cross_fitted_examples`). With ``groups``,
-    each (sharer, item) group weighs the same in the loss, however many candidates it has."""
+    """Fit the logistic ranker on examples (:func:`examples`). With ``groups``, each (sharer,
+    item) group weighs the same in the loss, however many candidates it has."""
     cols = [FEATURES.index(f) for f in features]
     weight = None
     if groups is not None:
@@ -447,6 +466,7 @@ def train_share_ranker(
     data: GraphData,
     user_emb: np.ndarray,
     item_emb: np.ndarray,
+    fit_on: str = "valid",
     l2_grid: Sequence[float] = (0.1, 1.0, 10.0, 100.0),
     hops: int = 1,
     folds: int = 5,
@@ -457,30 +477,61 @@ def train_share_ranker(
     seed: int = 0,
     select_metric: str = "mrr@10",
 ) -> ShareRanker:
-    """Learn the ranker from training shares, choosing ``l2`` by ``select_metric`` on the
-    validation shares (``evaluate_share(target="valid")``); test shares are never read.
+    """Learn the ranker's weights from share records; test shares are never read.
 
-    With no validation share records, the middle of ``l2_grid`` is used.
+    ``fit_on="valid"`` (default): the examples are the validation share records, described by
+    the training-period context, exactly as test records will be (their recipients' reactions
+    are in no training table, unlike those of training shares: see
+    :func:`cross_fitted_examples`); ``l2`` is chosen by ``select_metric`` over ``folds``-fold
+    cross-validation by (sharer, item) group, then the model is refitted on every group.
+
+    ``fit_on="train"``: the examples are the training share records with cross-fitted history
+    features; ``l2`` is chosen by ``select_metric`` on the validation shares.
     """
     from socialrec.evaluation.offline import evaluate_share
 
-    x, y, g = cross_fitted_examples(data, user_emb, item_emb, folds, hops, max_negatives,
-                                    max_groups, cut, half_life, seed)
-    ctx = ShareContext.from_graph(data, user_emb, item_emb, cut=cut, half_life=half_life)
-    info = {"hops": hops, "folds": folds, "max_negatives": max_negatives,
-            "groups": len(np.unique(g))}
+    if fit_on not in ("valid", "train"):
+        raise ValueError(f"fit_on must be 'valid' or 'train', got {fit_on!r}")
     if len(data.shares_valid) == 0:
-        ranker = fit_share_ranker(x, y, g, l2=l2_grid[len(l2_grid) // 2])
-        ranker.trained_on.update(info, selected_by="middle of l2_grid (no valid shares)")
-        return ranker
+        raise ValueError("the split has no validation share records: the share ranker is "
+                         "fitted (fit_on='valid') or tuned (fit_on='train') on them")
+    rng = np.random.default_rng(seed)
     k = int(select_metric.split("@")[1])
-    fitted = [fit_share_ranker(x, y, g, l2=l2) for l2 in l2_grid]
-    values = [evaluate_share(r.scorer(ctx), data, "valid", ks=[k], hops=hops)[select_metric]
-              for r in fitted]
-    best = fitted[int(np.argmax(values))]
+    ctx = ShareContext.from_graph(data, user_emb, item_emb, cut=cut, half_life=half_life)
+
+    def score(ranker: ShareRanker, shares: pd.DataFrame) -> tuple[float, int]:
+        held_out = replace(data, shares_valid=shares)
+        r = evaluate_share(ranker.scorer(ctx), held_out, "valid", ks=[k], hops=hops)
+        return r[select_metric], r["n_queries"]
+
+    values = []
+    if fit_on == "valid":
+        groups = _sample_groups(share_groups(data.shares_valid), max_groups, rng)
+        x, y, g = examples(ctx, groups, hops, max_negatives, rng)
+        fold_of_group = rng.integers(0, folds, len(groups))
+        record_fold = _record_folds(data.shares_valid, groups, fold_of_group)
+        for l2 in l2_grid:
+            per_fold = []
+            for f in range(folds):
+                train_rows = fold_of_group[g] != f
+                ranker = fit_share_ranker(x[train_rows], y[train_rows], g[train_rows], l2=l2)
+                per_fold.append(score(ranker, data.shares_valid[record_fold == f]))
+            metric, n = np.array([m for m in per_fold if m[1] > 0], dtype=np.float64).T
+            values.append(float((metric * n).sum() / n.sum()))
+        best = fit_share_ranker(x, y, g, l2=l2_grid[int(np.argmax(values))])
+        selected_by = f"valid.{select_metric}, {folds}-fold cross-validation by (sharer, item)"
+    else:
+        x, y, g = cross_fitted_examples(data, user_emb, item_emb, folds, hops, max_negatives,
+                                        max_groups, cut, half_life, seed)
+        fitted = [fit_share_ranker(x, y, g, l2=l2) for l2 in l2_grid]
+        values = [score(r, data.shares_valid)[0] for r in fitted]
+        best = fitted[int(np.argmax(values))]
+        selected_by = f"valid.{select_metric}"
     best.metrics[f"valid.{select_metric}"] = float(max(values))
-    best.trained_on.update(info, selected_by=f"valid.{select_metric}",
-                           by_l2={str(l2): float(v) for l2, v in zip(l2_grid, values, strict=True)})
+    best.trained_on.update(
+        fit_on=f"{fit_on} shares", hops=hops, folds=folds, max_negatives=max_negatives,
+        groups=len(np.unique(g)), selected_by=selected_by,
+        by_l2={str(l2): float(v) for l2, v in zip(l2_grid, values, strict=True)})
     return best
 
 

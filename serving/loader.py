@@ -3,10 +3,11 @@
 A bundle comes either from a directory (env ``SOCIALREC_BUNDLE_DIR``: every alias is that
 bundle; for demos and tests) or from the MLflow model registry: ``SOCIALREC_MODEL`` @ alias is
 resolved to a version with ``MlflowClient.get_model_version_by_alias``, and that version's
-artifacts are downloaded (``models:/{name}/{version}``, the version the alias pointed to when we
-asked, so an alias moving during the download cannot mix two versions). The training side logs
-the bundle as a pyfunc model with ``artifacts={"bundle": <dir>}``, so it lands in
-``<download>/artifacts/bundle/``.
+model (``models:/{name}/{version}``: the version the alias pointed to when we asked, so an alias
+moving during the download cannot mix two versions) is downloaded from the artifact location the
+same client reports. The training side logs the bundle as a pyfunc model with
+``artifacts={"bundle": <dir>}``, so it lands in ``<model dir>/artifacts/<dir's name>/`` (the
+MLmodel file says which; ``artifacts/bundle/`` when the directory is called ``bundle``).
 
 :class:`ModelSet` holds ``{alias: LoadedModel}`` in one attribute. :meth:`ModelSet.refresh`
 loads every changed version completely (arrays, FAISS indexes) before replacing that attribute
@@ -27,6 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+import yaml
 
 from socialrec.models.bundle import ModelBundle
 from socialrec.serving.share import check_ranker
@@ -100,31 +103,44 @@ class RegistrySource:
         renamed into place when complete, so a crash never leaves half a bundle cached)."""
         import mlflow
 
-        final = self.cache_dir / self.name / version
-        bundle_dir = final / "artifacts" / "bundle"
-        if bundle_dir.exists():
-            return bundle_dir
+        final = self.cache_dir / self.name / version  # the pyfunc model directory
+        if (final / "MLmodel").exists():
+            return bundle_path(final)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{version}-"))
         try:
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{self.name}/{version}", dst_path=str(tmp),
-                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-            if not (tmp / "artifacts" / "bundle" / "meta.json").exists():
-                raise FileNotFoundError(
-                    f"models:/{self.name}/{version} has no artifacts/bundle/meta.json; expected "
-                    "a pyfunc model logged with artifacts={'bundle': <bundle dir>}")
+            # The version's own artifact location, resolved by our client: downloading
+            # "models:/..." directly would resolve it with the process-wide tracking URI.
+            uri = self.client.get_model_version_download_uri(self.name, version)
+            model_dir = Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=str(tmp), tracking_uri=self.tracking_uri))
+            bundle_path(model_dir)  # refuse a model without a bundle before caching it
             try:
-                tmp.rename(final)
+                model_dir.rename(final)
             except OSError:  # another worker finished first: use theirs
-                shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
+                pass
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return bundle_dir
+        return bundle_path(final)
 
     def load(self, alias: str, version: str) -> ModelBundle:
         return prepare(ModelBundle.load(self.download(version)), f"models:/{self.name}/{version}")
+
+
+def bundle_path(model_dir: Path) -> Path:
+    """The bundle inside a downloaded pyfunc model: ``artifacts/<name of the logged dir>``.
+
+    MLflow keeps the logged directory's own name (``artifacts={"bundle": ".../out"}`` lands in
+    ``artifacts/out``), so the path is read from the MLmodel file rather than assumed.
+    """
+    mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text()) or {}
+    artifacts = mlmodel.get("flavors", {}).get("python_function", {}).get("artifacts") or {}
+    entry = artifacts.get("bundle")
+    if not entry or not (model_dir / entry["path"] / "meta.json").exists():
+        raise FileNotFoundError(
+            f"{model_dir / 'MLmodel'}: no 'bundle' artifact with a meta.json; expected a pyfunc "
+            "model logged with artifacts={'bundle': <ModelBundle directory>}")
+    return model_dir / entry["path"]
 
 
 def source_from_env(env: dict[str, str] | None = None) -> BundleSource:

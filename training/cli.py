@@ -176,6 +176,66 @@ def serve(
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 
+def _registry_bundle(cfg: dict, alias: str | None = None):
+    """The bundle the configured serving alias points to, via the service's own loader."""
+    from socialrec.serving.loader import RegistrySource
+    from socialrec.training import tracking
+
+    source = RegistrySource(cfg["serving"]["model"], tracking.tracking_uri(cfg))
+    alias = alias or cfg["serving"]["alias"]
+    version = source.resolve(alias)
+    return source.load(alias, version), f"{cfg['serving']['model']}/{version}"
+
+
+@app.command()
+def push(
+    item: Annotated[str, typer.Option(help="Item id to push.")],
+    k: Annotated[int, typer.Option(help="How many users.")],
+    out: Annotated[Path, typer.Option(help="Output file (.parquet or .csv).")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    alias: Annotated[str | None, typer.Option(help="Registry alias (default serving.alias).")] = None,
+    exclude_buyers: Annotated[bool, typer.Option(help="Drop users who bought the item.")] = True,
+    respect_opt_out: Annotated[bool, typer.Option(help="Drop users who opted out.")] = True,
+    max_pushes: Annotated[int | None, typer.Option(help="Frequency cap: pushes per window.")] = None,
+    window_hours: Annotated[int, typer.Option(help="Frequency cap window.")] = 24,
+) -> None:
+    """Campaign-size push list (k up to every user) written to a file, with the same rules as
+    the service's /push_targets."""
+    import time
+
+    import pandas as pd
+
+    from socialrec.features.events import EventStore
+    from socialrec.serving.retrieval import push_targets
+    from socialrec.serving.schemas import FrequencyCapRule, PushRules
+
+    cfg = _config(config, set_)
+    bundle, version = _registry_bundle(cfg, alias)
+    cap = None if max_pushes is None else FrequencyCapRule(max_pushes=max_pushes,
+                                                            window_hours=window_hours)
+    rules = PushRules(exclude_buyers=exclude_buyers, respect_opt_out=respect_opt_out,
+                      frequency_cap=cap, holdout=False)
+    store = EventStore(os.environ.get("SOCIALREC_EVENT_STORE", cfg["serving"]["event_store"])) \
+        if cap is not None else None
+    t = time.perf_counter()
+    try:
+        result = push_targets(bundle, item, k, rules, store)
+    except (KeyError, ValueError) as err:
+        console.print(f"[red]{err.args[0] if err.args else err}[/red]")
+        raise typer.Exit(2) from None
+    frame = pd.DataFrame({"rank": range(1, len(result.user_ids) + 1), "user_id": result.user_ids,
+                          "score": result.scores, "item_id": item, "model_version": version})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".csv":
+        frame.to_csv(out, index=False)
+    else:
+        frame.to_parquet(out, index=False)
+    removed = ", ".join(f"{rule} {n:,}" for rule, n in result.removed.items()) or "none"
+    console.print(f"{len(frame):,} users for item {item} from {version} "
+                  f"({result.strategy}, {time.perf_counter() - t:.2f} s) -> {out}; removed: {removed}")
+
+
 @app.command()
 def demo(
     url: Annotated[str, typer.Option(help="Base URL of a running service.")] = "http://127.0.0.1:3000",
@@ -184,17 +244,10 @@ def demo(
 ) -> None:
     """Call every endpoint of a running service once with real ids and print the answers."""
     import httpx
-    import mlflow
     import numpy as np
 
-    from socialrec.models.bundle import ModelBundle
-    from socialrec.training import tracking
-
     cfg = _config(config, set_)
-    tracking.setup(cfg)
-    name, alias = cfg["serving"]["model"], cfg["serving"]["alias"]
-    local = mlflow.artifacts.download_artifacts(f"models:/{name}@{alias}")
-    bundle = ModelBundle.load(Path(local) / "artifacts" / "bundle")
+    bundle, _ = _registry_bundle(cfg)
     # A sharer with friends and purchases, and an item they bought: the question a share UI asks.
     degree = np.diff(bundle.social.indptr)
     bought = np.diff(bundle.purchases.indptr)

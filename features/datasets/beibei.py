@@ -38,7 +38,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-
 from socialrec.features.datasets._common import (
     GroupBuys,
     co_group_ties,
@@ -52,7 +51,7 @@ from socialrec.features.datasets._common import (
     read_group_buys,
 )
 from socialrec.features.loader import register_loader
-from socialrec.features.tables import Dataset, ValidationReport, conform, empty
+from socialrec.features.tables import Dataset, ValidationReport, empty
 
 NAME = "beibei_gbgcn"
 TIES_FROM = ("tune", "none")
@@ -74,7 +73,7 @@ def _targets(gb: GroupBuys) -> pd.DataFrame:
 
 @register_loader(NAME)
 def load(cfg: dict, root: Path) -> Dataset:
-    base = dataset_dir(cfg, root, NAME)
+    base = dataset_dir(root, NAME)
     errors = on_error(cfg)
     ties_from = option(cfg, "ties_from", TIES_FROM, "tune")
     report = ValidationReport()

@@ -22,13 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from socialrec.features.datasets._common import (
     dataset_dir,
     on_error,
     option,
+    read_delimited,
     read_raw,
-    read_tsv,
     to_table,
 )
 from socialrec.features.loader import register_loader
@@ -72,7 +71,7 @@ def _items(raw: pd.DataFrame, lines: Lines, report: ValidationReport, errors: st
 
 @register_loader(NAME)
 def load(cfg: dict, root: Path) -> Dataset:
-    base = dataset_dir(cfg, root, NAME)
+    base = dataset_dir(root, NAME)
     errors = on_error(cfg)
     release = option(cfg, "release", tuple(RELEASES), "timestamp")
     split = option(cfg, "split", SPLITS, "split_temporal")
@@ -94,7 +93,8 @@ def load(cfg: dict, root: Path) -> Dataset:
                        columns=rating_cols, constants={"event": "rate"}, errors=errors)
     items = _items(raw, lines, report, errors)
     del raw
-    social = read_tsv(raw_dir / "trust.tsv", "social", report, columns=trust_cols, errors=errors)
+    social = read_delimited(raw_dir / "trust.tsv", "social", report, columns=trust_cols,
+                            errors=errors)
     loops = (social["src"] == social["dst"]).to_numpy(dtype=bool)
     if loops.any():
         report.add("trust.tsv", SELF_LOOP, int(loops.sum()))
@@ -111,15 +111,16 @@ def load(cfg: dict, root: Path) -> Dataset:
     if split == "split_temporal":
         split_cols = {"user_id": "user_id", "item_id": "item_id", "value": "rating", "ts": "ts"}
         given = {
-            part: read_tsv(base / "split_temporal" / f"{part}.tsv", "interactions", report,
+            part: read_delimited(base / "split_temporal" / f"{part}.tsv", "interactions", report,
                            columns=split_cols, constants={"event": "rate"}, errors=errors)
             for part in ("train", "valid", "test")
         }
         given["social"] = social[social["ts"].fillna(max_ts + 1) <= max_ts].reset_index(drop=True)
         notes.append(
-            f"given split: split_temporal/ (train = periods 1-8, valid = 9, test = 10-11; (user, item) "
-            f"de-duplicated keeping the earliest). Training sees the {len(given['social']):,} trust "
-            f"links of periods <= {max_ts} (dataset.given_social_max_ts) of {len(social):,}.")
+            "given split: split_temporal/ (train = periods 1-8, valid = 9, test = 10-11; (user, "
+            f"item) de-duplicated keeping the earliest). Training sees the "
+            f"{len(given['social']):,} trust links of periods <= {max_ts} "
+            f"(dataset.given_social_max_ts) of {len(social):,}.")
     return Dataset(
         name=cfg.get("name") or NAME,
         interactions=ratings,

@@ -14,8 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-
-from socialrec.features.datasets._common import dataset_dir, on_error, option, read_tsv
+from socialrec.features.datasets._common import dataset_dir, on_error, option, read_delimited
 from socialrec.features.loader import register_loader
 from socialrec.features.tables import Dataset, ValidationReport
 
@@ -27,30 +26,30 @@ def _listening(
     path: Path, report: ValidationReport, errors: str, columns: tuple[str, str, str],
 ) -> pd.DataFrame:
     user, artist, weight = columns
-    return read_tsv(path, "interactions", report, errors=errors,
+    return read_delimited(path, "interactions", report, errors=errors,
                     columns={"user_id": user, "item_id": artist, "value": weight},
                     constants={"event": "click"})
 
 
 @register_loader(NAME)
 def load(cfg: dict, root: Path) -> Dataset:
-    base = dataset_dir(cfg, root, NAME)
+    base = dataset_dir(root, NAME)
     errors = on_error(cfg)
     split = option(cfg, "split", SPLITS, "split_811")
     report = ValidationReport()
 
     interactions = _listening(base / "raw" / "user_artists.dat", report, errors,
                               ("userID", "artistID", "weight"))
-    social = read_tsv(base / "raw" / "user_friends.dat", "social", report, errors=errors,
+    social = read_delimited(base / "raw" / "user_friends.dat", "social", report, errors=errors,
                       columns={"src": "userID", "dst": "friendID"})
-    items = read_tsv(base / "raw" / "artists.dat", "items", report, errors=errors,
+    items = read_delimited(base / "raw" / "artists.dat", "items", report, errors=errors,
                      # price: "" (no price) because tables.conform cannot fill a missing
                      # float column with <NA>.
                      columns={"item_id": "id", "name": "name"}, constants={"price": ""})
 
     notes = [
-        "LastFM HetRec 2011: event 'click' = a user listened to an artist, value = listening count; "
-        "no timestamps (ts is null), so temporal splits do not apply.",
+        "LastFM HetRec 2011: event 'click' = a user listened to an artist, value = listening "
+        "count; no timestamps (ts is null), so temporal splits do not apply.",
         "Friendship is mutual: user_friends.dat lists every pair in both directions.",
     ]
     given = None

@@ -282,6 +282,13 @@ def test_share_without_joins_has_no_joined_variant_and_valid_reads_valid_shares(
     assert not any(name.startswith("joined_") for name in m)
 
 
+def test_share_records_with_unknown_ids_are_dropped_and_counted():
+    data = graph(10, 2, social=SOCIAL, shares_test=[*SHARES, (0, 0, -1, True), (-1, 1, 2, False)])
+    m = evaluate_share(SCORER, data, ks=[1])
+    assert m["n_dropped_records"] == 2
+    assert m["n_queries"] == 2 and m["coverage"] == pytest.approx(2 / 4)  # as without them
+
+
 def test_share_score_fn_must_score_every_candidate():
     with pytest.raises(ValueError, match="one score per candidate"):
         evaluate_share(lambda s, i, c: [x[:1] for x in c], SHARE_WORLD, ks=[1])

@@ -12,8 +12,9 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
+import pandas as pd
 import pytest
-from socialrec.features.events import EventStore, Exposure, Feedback, events_schema
+from socialrec.features.events import EventStore, Exposure, Feedback, events_schema, iter_rows
 
 PG_URL = os.environ.get("SOCIALREC_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -194,3 +195,26 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert len(s.exposures()) == 4 * 40 * 10
     assert len(s.feedback()) == 4 * 40
     s.close()
+
+
+@pytest.mark.postgres
+def test_sqlite_store_copies_into_postgres(tmp_path):
+    """The migration recipe of the module docstring (events_schema)."""
+    if not _pg_reachable():
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    old = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    old.log_exposures([exposure(i, f"u{i}", i, experiment=None if i == 2 else "exp1")
+                       for i in range(5)])
+    old.log_feedback([feedback(1, 3, "purchase", 9.5),
+                      Feedback("org", None, T0, "u7", None, "view")])
+    new = EventStore(PG_URL, table_prefix=f"t{uuid.uuid4().hex[:10]}_")
+    try:
+        new.log_exposures(list(iter_rows(old.exposures(), Exposure)))
+        assert new.log_feedback(list(iter_rows(old.feedback(), Feedback))) == 2
+        assert new.log_feedback(list(iter_rows(old.feedback(), Feedback))) == 0
+        pd.testing.assert_frame_equal(new.exposures(), old.exposures())
+        pd.testing.assert_frame_equal(new.feedback(), old.feedback())
+    finally:
+        new.metadata.drop_all(new.engine)
+        new.close()
+        old.close()

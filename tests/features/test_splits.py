@@ -94,6 +94,15 @@ def test_temporal_with_explicit_cuts(world):
     assert split.valid["ts"].max() < test_start <= split.test["ts"].min()
 
 
+def test_temporal_cut_may_be_a_date():
+    day = 86_400
+    start = 1_722_470_400  # 2024-08-01 00:00 UTC
+    ds = interactions([("a", "x", "view", start - day), ("a", "y", "view", start + day)])
+    split = make_split(ds, {"method": "temporal", "cut_ts": "2024-08-01", "valid_cut_ts": start})
+    assert split.train["item_id"].tolist() == ["x"] and split.test["item_id"].tolist() == ["y"]
+    assert split.cut_ts == start - 1
+
+
 def test_temporal_repeats_of_a_train_pair_are_dropped_from_test():
     ds = interactions([("a", "x", "view", 1), ("a", "y", "view", 2), ("a", "z", "view", 3),
                        ("a", "x", "purchase", 9), ("a", "w", "view", 10)])
@@ -130,12 +139,17 @@ def test_leave_last_out_on_a_world(world):
 def test_given_split_is_used_as_shipped(world):
     train = world.interactions.iloc[:100]
     test = world.interactions.iloc[100:120]
-    ds = Dataset(name="shipped", interactions=world.interactions, shares=world.shares,
+    ds = Dataset(name="shipped", interactions=world.interactions, social=world.social,
+                 shares=world.shares,
                  given_split={"train": train, "test": test})
     split = make_split(ds, {"method": "given"})
     pd.testing.assert_frame_equal(split.train, train.reset_index(drop=True))
     pd.testing.assert_frame_equal(split.test, test.reset_index(drop=True))
     assert split.valid.empty and "given" in split.protocol
+    assert split.social.equals(world.social)
+    restricted = Dataset(name="shipped", interactions=world.interactions,
+                         given_split={"train": train, "test": test, "social": world.social[:10]})
+    assert len(make_split(restricted, {"method": "given"}).social) == 10
     with pytest.raises(ValueError, match="ships no train/test split"):
         make_split(world, {"method": "given"})
 

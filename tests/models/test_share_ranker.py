@@ -146,6 +146,15 @@ def test_the_friend_who_joined_every_past_share_ranks_first(loyal):
         assert evaluate_share(baseline, data, "test", ks=[1, 5])["mrr@5"] < 0.8
 
 
+def test_fitting_on_cross_fitted_training_shares_finds_the_loyal_friend_too(loyal):
+    data, user_emb, item_emb, _ = loyal
+    ranker = train_share_ranker(data, user_emb, item_emb, fit_on="train", l2_grid=(1.0,),
+                                cut=9 * DAY)
+    assert ranker.trained_on["fit_on"] == "train shares"
+    ctx = ShareContext.from_graph(data, user_emb, item_emb, cut=9 * DAY)
+    assert evaluate_share(ranker.scorer(ctx), data, "test", ks=[1])["hit@1"] == pytest.approx(1.0)
+
+
 def test_learning_reads_no_test_share(loyal):
     data, user_emb, item_emb, ranker = loyal
     # Same world, but every test share goes to f3 instead: the learned model must not move.
@@ -157,7 +166,8 @@ def test_learning_reads_no_test_share(loyal):
 
 def test_trained_on_and_metrics_are_recorded(loyal):
     *_, ranker = loyal
-    assert ranker.trained_on["selected_by"] == "valid.mrr@10"
+    assert ranker.trained_on["fit_on"] == "valid shares"
+    assert ranker.trained_on["selected_by"].startswith("valid.mrr@10, 5-fold cross-validation")
     assert set(ranker.trained_on["by_l2"]) == {"0.1", "10.0"}
     assert ranker.metrics["valid.mrr@10"] == pytest.approx(1.0)
 

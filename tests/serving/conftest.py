@@ -152,7 +152,7 @@ def client(server) -> Iterator[httpx.Client]:
 class _BundleModel(mlflow.pyfunc.PythonModel):
     """The smallest pyfunc carrying a bundle as an artifact (like training/tracking.py logs)."""
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: list[str], params=None) -> list[str]:
         return model_input
 
 
@@ -186,8 +186,9 @@ def registry(bundle, tmp_path_factory) -> Registry:
     with _use_tracking_uri(uri):
         experiment = mlflow.create_experiment("serving-tests",
                                               artifact_location=(root / "artifacts").as_uri())
-        for i, b in enumerate([bundle, other]):
-            path = b.save(root / f"bundle{i}")
+        # v1 as training/tracking.py names it (…/bundle), v2 under another directory name
+        for b, path in [(bundle, root / "v1" / "bundle"), (other, root / "other")]:
+            b.save(path)
             with mlflow.start_run(experiment_id=experiment):
                 info = mlflow.pyfunc.log_model(
                     name="model", python_model=_BundleModel(), artifacts={"bundle": str(path)},

@@ -15,12 +15,17 @@ def test_registry_download_lands_in_artifacts_bundle(registry, tmp_path):
     source = RegistrySource(registry.name, registry.uri, cache_dir=tmp_path / "cache")
     assert source.resolve("champion") == registry.versions[0]
     path = source.download(registry.versions[0])
-    assert path == tmp_path / "cache" / registry.name / registry.versions[0] / "artifacts" / "bundle"
+    model_dir = tmp_path / "cache" / registry.name / registry.versions[0]
+    assert path == model_dir / "artifacts" / "bundle"
     assert (path / "meta.json").exists() and (path / "user_index.faiss").exists()
-    assert (path.parent.parent / "MLmodel").exists()  # the pyfunc model around it
+    assert (model_dir / "MLmodel").exists()  # the pyfunc model around it
     bundle = source.load("champion", registry.versions[0])
     assert np.array_equal(bundle.user_emb, registry.bundles[0].user_emb)
     assert source.download(registry.versions[0]) == path  # cached: no second download
+    # MLflow keeps the logged directory's own name, not the artifact key: v2 was logged from
+    # a directory called "other"
+    other = source.download(registry.versions[1])
+    assert other.name == "other" and (other / "meta.json").exists()
 
 
 def test_alias_move_swaps_the_whole_bundle(registry, tmp_path):
