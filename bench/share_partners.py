@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
+
 from socialrec.evaluation.offline import evaluate_share
 from socialrec.models.share_ranker import (
     FEATURES,
@@ -36,7 +38,6 @@ from socialrec.models.share_ranker import (
 from socialrec.training.benchmark import seeded
 from socialrec.training.config import PROJECT_ROOT, load_config
 from socialrec.training.pipeline import describe, fit_model, prepare
-from threadpoolctl import threadpool_limits
 
 KS = (5, 10)
 METRICS = [f"{m}@{k}" for k in KS for m in ("recall", "ndcg", "mrr")]

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from scipy import stats
+
 from socialrec.features.events import FEEDBACK_EVENTS, HOLDOUT, EventStore
 
 ALPHA = 0.05

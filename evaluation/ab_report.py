@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
 from socialrec.evaluation.ab import (
     METRIC_BY_NAME,
     ABResult,

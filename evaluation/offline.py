@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+
 from socialrec.evaluation.metrics import (
     PerQuery,
     catalogue_coverage,

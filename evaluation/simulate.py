@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
+
 from socialrec.evaluation.ab import ROW_COLUMNS, ExperimentArms
 from socialrec.features.events import HOLDOUT, EventStore, Exposure, Feedback
 

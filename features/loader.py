@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
+
 from socialrec.features.tables import SCHEMAS, Dataset, ValidationReport, empty
 from socialrec.features.validation import DataError, Lines, check_columns, validate_table
 

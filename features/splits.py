@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
 from socialrec.features.tables import Dataset, empty
 
 METHODS = ("random_ratio", "temporal", "leave_last_out", "given")
@@ -55,6 +56,11 @@ class Split:
 def make_split(dataset: Dataset, cfg: dict) -> Split:
     """The split the ``split:`` config section ``cfg`` describes (configs/defaults.yaml)."""
     method = cfg.get("method", "random_ratio")
+    if dataset.allowed_splits is not None and method not in dataset.allowed_splits:
+        raise ValueError(
+            f"split.method: {method!r} would leak for dataset {dataset.name!r} "
+            f"(its social ties are derived from records); use {' or '.join(dataset.allowed_splits)}"
+        )
     ratios = cfg.get("ratios", (0.8, 0.1, 0.1))
     seed = int(cfg.get("seed", 2026))
     min_n = int(cfg.get("min_user_interactions", 3))

@@ -39,6 +39,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
 from socialrec.features.tables import EVENT_TYPES, Dataset, ValidationReport
 
 START_TS = 1_717_200_000  # 2024-06-01 00:00:00 UTC

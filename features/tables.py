@@ -51,7 +51,8 @@ def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
         if col in df.columns:
             out[col] = df[col].astype(dtype) if dtype != "string" else df[col].astype(str).astype(dtype)
         else:
-            fill = defaults.get(col, pd.NA)
+            # float columns take NaN (pandas refuses pd.NA in a float64 Series)
+            fill = defaults.get(col, float("nan") if dtype == "float64" else pd.NA)
             out[col] = pd.Series([fill] * len(df), index=df.index, dtype=dtype)
     result = pd.DataFrame(out)
     if table in ("items", "users"):
@@ -81,6 +82,9 @@ class Dataset:
     report: ValidationReport | None = None
     #: Pre-made splits shipped with the source: {"train"|"valid"|"test": interactions frame}.
     given_split: dict[str, pd.DataFrame] | None = None
+    #: Split methods that cannot leak for this source (None: any). A source whose social ties are
+    #: derived from records allows only the split those ties were derived for.
+    allowed_splits: tuple[str, ...] | None = None
 
 
 @dataclass

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
 from socialrec.features.tables import EVENT_TYPES, SCHEMAS, ValidationReport, conform
 
 #: Columns every source of the table must provide (the others are optional, see tables.conform).

@@ -12,9 +12,10 @@ from typing import Any, Self, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
 from socialrec.features.graph import GraphData
 from socialrec.models.base import Recommender
-from threadpoolctl import threadpool_limits
 
 _MODELS: dict[str, Callable[..., Recommender]] = {}
 F = TypeVar("F", bound=Callable[..., Recommender])

@@ -51,6 +51,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit
+
 from socialrec.features.graph import GraphData
 from socialrec.features.tie_strength import (
     TieComponents,

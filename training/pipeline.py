@@ -131,10 +131,10 @@ def describe(dataset: Dataset) -> dict[str, Any]:
         "name": dataset.name,
         "users": int(inter["user_id"].nunique()),
         "items": int(inter["item_id"].nunique()),
-        "interactions": int(len(inter)),
+        "interactions": len(inter),
         "events": {str(k): int(v) for k, v in inter["event"].value_counts().items()},
-        "social_edges": int(len(dataset.social)),
-        "share_records": int(len(dataset.shares)),
+        "social_edges": len(dataset.social),
+        "share_records": len(dataset.shares),
         "notes": dataset.notes,
     }
 

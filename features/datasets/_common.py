@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from socialrec.features.tables import ValidationReport, conform
 from socialrec.features.validation import DataError, Lines, validate_table
 

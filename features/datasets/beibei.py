@@ -38,6 +38,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+
 from socialrec.features.datasets._common import (
     GroupBuys,
     co_group_ties,
@@ -127,6 +128,7 @@ def load(cfg: dict, root: Path) -> Dataset:
                      "training has only the failed groups of invalid.txt and no social ties.")
     records = concat([tune, test])
     return Dataset(
+        allowed_splits=("given",),
         name=cfg.get("name") or NAME,
         interactions=_interactions([tune, test], failed),
         social=social,

@@ -23,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+
 from socialrec.features.datasets._common import (
     GroupBuys,
     dataset_dir,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from socialrec.features.datasets._common import (
     dataset_dir,
     on_error,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+
 from socialrec.features.datasets._common import dataset_dir, on_error, option, read_delimited
 from socialrec.features.loader import register_loader
 from socialrec.features.tables import Dataset, ValidationReport

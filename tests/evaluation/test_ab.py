@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
+
 from socialrec.evaluation.ab import (
     METRIC_BY_NAME,
     analyze,
@@ -29,7 +31,6 @@ from socialrec.evaluation.ab_report import render_html, render_json, write_repor
 from socialrec.evaluation.simulate import SimSpec, simulate, simulate_rows
 from socialrec.features.events import EventStore
 from socialrec.training.cli_ab import ab_app
-from typer.testing import CliRunner
 
 CONVERSION = METRIC_BY_NAME["conversion"]
 REVENUE = METRIC_BY_NAME["revenue_per_user"]

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import scipy.sparse as sp
+
 from socialrec.evaluation.metrics import (
     catalogue_coverage,
     csr_contains,

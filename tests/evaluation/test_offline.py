@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from scipy import stats
+
 from socialrec.evaluation.offline import (
     embedding_share_scorer,
     evaluate_all,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from socialrec.features.loader import load_dataset
 from socialrec.features.splits import make_split
 from socialrec.features.tables import SCHEMAS, Dataset

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
+
 from socialrec.features.events import EventStore, Exposure, Feedback, events_schema, iter_rows
 
 PG_URL = os.environ.get("SOCIALREC_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

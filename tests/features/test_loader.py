@@ -3,6 +3,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
 from socialrec.features import loader
 from socialrec.features.loader import load_dataset, register_loader
 from socialrec.features.tables import Dataset

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+
 from socialrec.features.splits import Split, make_split
 from socialrec.features.synthetic import generate
 from socialrec.features.tables import Dataset, conform
@@ -163,3 +164,13 @@ def test_bad_split_configs_are_named(world):
     no_time.interactions["ts"] = pd.array([pd.NA], dtype="Int64")
     with pytest.raises(ValueError, match="needs timestamps"):
         make_split(no_time, {"method": "temporal"})
+
+
+def test_a_source_with_derived_ties_refuses_a_leaking_split():
+    from socialrec.features.splits import make_split
+    from socialrec.features.synthetic import generate
+
+    world = generate(n_users=200, n_items=50, n_communities=2, seed=1)
+    world.allowed_splits = ("given",)
+    with pytest.raises(ValueError, match="would leak"):
+        make_split(world, {"method": "random_ratio"})

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+
 from socialrec.features.synthetic import DAY, START_TS, generate
 from socialrec.features.tables import EVENT_TYPES, SCHEMAS
 

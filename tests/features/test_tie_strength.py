@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+
 from socialrec.features.graph import GraphData, build_graph
 from socialrec.features.splits import Split
 from socialrec.features.tables import Dataset, conform

@@ -1,5 +1,6 @@
 import pandas as pd
 import pytest
+
 from socialrec.features.tables import SCHEMAS, ValidationReport
 from socialrec.features.validation import DUPLICATE_REASON, DataError, Lines, validate_table
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pytest
+
 from socialrec.features.graph import GraphData, build_graph
 from socialrec.features.splits import Split
 from socialrec.features.tables import Dataset, conform

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import RecommenderContract
+
 from socialrec.models.base import Recommender
 from socialrec.models.baselines import (
     ALSModel,

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+
 from socialrec.models.gnn import SocialGNN, normalized_adjacency
 
 

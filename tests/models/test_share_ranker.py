@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+
 from socialrec.evaluation.offline import evaluate_share, share_candidates
 from socialrec.features.graph import GraphData, build_graph
 from socialrec.features.splits import Split

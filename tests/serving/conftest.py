@@ -128,6 +128,11 @@ class Server:
 
 
 @pytest.fixture(scope="session")
+def admin_token() -> str:
+    return ADMIN_TOKEN
+
+
+@pytest.fixture(scope="session")
 def event_store_url(tmp_path_factory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('events') / 'events.db'}"
 
