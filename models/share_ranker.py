@@ -211,8 +211,8 @@ def share_features(ctx: ShareContext, sharers: np.ndarray, items: np.ndarray,
     col = {name: k for k, name in enumerate(FEATURES)}
     out[:, col["affinity"]] = np.einsum("ij,ij->i", ctx.user_emb[c], ctx.item_emb[i])
     out[:, col["sharer_similarity"]] = np.einsum("ij,ij->i", ctx.user_unit[s], ctx.user_unit[c])
-    direct = pair_values(ctx.social, s, c) > 0
     tie = pair_values(ctx.social, s, c)
+    direct = tie > 0
     if (~direct).any():
         tie[~direct] = _two_hop_tie(ctx.social, s[~direct], c[~direct])
     out[:, col["tie_strength"]] = tie

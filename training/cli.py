@@ -13,12 +13,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from socialrec.training.cli_ab import ab_app
 from socialrec.training.config import ConfigError, load_config
 
 app = typer.Typer(help="socialrec: social e-commerce recommendation and targeted push.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(ab_app, name="ab")
 console = Console()
 
 ConfigOpt = Annotated[list[Path], typer.Option("--config", "-c", help="YAML config file(s), later ones win.")]
@@ -270,18 +272,6 @@ def demo(
             response = client.post(path, json=body)
             console.rule(f"POST {path} {json.dumps(body)} -> {response.status_code}")
             console.print_json(response.text)
-
-
-def _mount_optional() -> None:
-    """Sub-apps that live beside their own code."""
-    try:  # TEMPORARY while cli_ab is being written
-        from socialrec.training.cli_ab import ab_app
-    except ModuleNotFoundError:
-        return
-    app.add_typer(ab_app, name="ab")
-
-
-_mount_optional()
 
 
 def main() -> None:  # pragma: no cover

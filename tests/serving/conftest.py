@@ -3,18 +3,20 @@ processes on free ports."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import mlflow
+import psutil
 import pytest
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
@@ -104,27 +106,52 @@ class Server:
         self.log.flush()
         return "\n".join(self.log_path.read_text().splitlines()[-lines:])
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Signal the whole process group (bentoml runs the service in a child process)."""
+    def processes(self) -> list[psutil.Process]:
+        """The `bentoml serve` process and its descendants. The service worker runs in a session
+        of its own, so signalling the process group alone would orphan it."""
         try:
-            os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=15)
+            parent = psutil.Process(self.proc.pid)
+            return [parent, *parent.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def kill(self) -> None:
+        """SIGKILL the server and its worker at once: nothing gets to clean up."""
+        procs = self.processes()
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.send_signal(signal.SIGKILL)
+        psutil.wait_procs(procs, timeout=15)
+        self.proc.wait(timeout=15)
 
     def stop(self) -> None:
+        """SIGTERM to the process group (a graceful shutdown), SIGKILL to what is left."""
+        procs = self.processes()
         if self.proc.poll() is None:
-            self.kill(signal.SIGTERM)
-        # Children left behind by a SIGTERM that did not reach them.
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+        _, alive = psutil.wait_procs(procs, timeout=15)
+        for p in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.send_signal(signal.SIGKILL)
+        psutil.wait_procs(alive, timeout=15)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
         self.log.close()
+
+
+@pytest.fixture
+def start_server(tmp_path) -> Iterator[Callable[[dict[str, str]], Server]]:
+    """Start extra servers (env overrides) for one test; all are stopped at its end."""
+    started: list[Server] = []
+
+    def start(env: dict[str, str]) -> Server:
+        started.append(Server(env, tmp_path / f"server{len(started)}.log"))
+        return started[-1]
+
+    yield start
+    for srv in started:
+        srv.stop()
 
 
 @pytest.fixture(scope="session")

@@ -46,7 +46,7 @@ def test_push_applies_rules_and_routes_by_campaign(svc, bundle, experiments_file
         r = svc.push_targets(PushRequest(item_id="i7", campaign_id=campaign, k=200))
         users = bundle.users.to_index(r.users)
         assert len(r.users) == 200 and np.all(np.diff(r.scores) <= 0)
-        assert not np.isin(users, bundle.purchases[:, 7].indices).any()
+        assert not np.isin(users, bundle.purchases[:, [7]].nonzero()[0]).any()
         assert bundle.push_opt_in[users].all()
         assert not in_holdout("push-test", 0.1, campaign, r.users).any()
         assert r.removed["holdout"] > 0 and r.removed["opt_out"] > 0
