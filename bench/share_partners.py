@@ -154,14 +154,16 @@ def markdown(all_runs: list[DatasetRuns], command: str, seeds: list[int]) -> str
         "(the ceiling of Recall); coverage with 2 hops is given for reference.",
         "- embeddings: fitted once per seed on the training interactions "
         "(`training.pipeline.fit_model`); the affinity feature and baseline use them.",
-        "- learned ranker (`models/share_ranker.py`): logistic regression over "
+        "- learned ranker (`models/share_ranker.py`): a linear score over "
         f"{len(FEATURES)} features ({', '.join(f'`{f}`' for f in FEATURES)}) computed from the "
-        "training period only (embeddings, social graph, training shares and interactions). "
-        "Examples: the **validation** share records (positives: the recipients of a (sharer, "
-        "item); negatives: up to 50 of the sharer's other friends), so that they are described "
-        "exactly as test records will be; L2 chosen from {0.1, 1, 10, 100} by MRR@10 over 5-fold "
-        "cross-validation by (sharer, item) group, then refitted on all of them. Test records "
-        "are read once, at the end.",
+        "training period only (embeddings, social graph, training shares and interactions), "
+        "fitted as a conditional logit (softmax over each share's candidates, the logistic "
+        "model of which friends receive it) with an L2 penalty shrinking it towards ranking by "
+        "tie strength alone. Examples: the **validation** share records (positives: the "
+        "recipients of a (sharer, item); negatives: up to 50 of the sharer's other friends), "
+        "so that they are described exactly as test records will be; L2 chosen from "
+        "{0.1, 1, 10, 100, 1000} by MRR@10 over 5-fold cross-validation by (sharer, item) "
+        "group, then refitted on all of them. Test records are read once, at the end.",
         "- learned, fit on train shares (ablation): the same model fitted on the training share "
         "records, share-history features cross-fitted over 5 folds of (sharer, item) groups so "
         "a share never counts as its own history; L2 chosen by MRR@10 on the validation shares. "

@@ -19,10 +19,15 @@ friends, never the sharer). Every candidate ``f`` of a share ``(s, i)`` gets the
 ``two_hop``                 1 for a friend of a friend
 ==========================  =======================================================================
 
-The score is a logistic model over the standardised features, learned from training share
-records (positives: the recipients of a (sharer, item); negatives: the sharer's other
-candidates) by L2-regularised log-loss with scipy's L-BFGS, and saved as a JSON dict (never
-pickle)::
+The score is linear in the standardised features and the model is logistic: among one share's
+candidates, the chance that a friend is a recipient is the softmax of the scores (a conditional
+logit, :func:`fit_conditional_logit`). It is learned from share records (positives: the
+recipients of a (sharer, item); negatives: up to 50 of the sharer's other candidates) with an L2
+penalty that shrinks it towards ranking by tie strength alone, by scipy's L-BFGS. By default the
+examples are the *validation* share records, described by the training-period context exactly
+as test records will be (:func:`train_share_ranker` says why not the training records). A
+pointwise logistic regression on the same examples ranked worse (it learns what separates
+recipients across shares, not within one). Saved as a JSON dict (never pickle)::
 
     {"model": "logistic", "features": [...], "weights": [...], "bias": b,
      "mean": [...], "std": [...], "trained_on": {...}, "metrics": {...}}
@@ -50,7 +55,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from scipy.optimize import minimize
-from scipy.special import expit, log_expit
 
 from socialrec.features.graph import GraphData
 from socialrec.features.tie_strength import (
@@ -309,36 +313,53 @@ class ShareRanker:
         return cls.from_dict(d, where=str(path))
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0,
-                 sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, float, np.ndarray,
-                                                                   np.ndarray]:
-    """L2-regularised logistic regression on standardised ``x``: minimises
-    ``mean_j w_j · logloss_j + l2 / (2 n) · |weights|²`` (bias unpenalised) with L-BFGS.
+def fit_conditional_logit(
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, l2: float = 1.0,
+    prior: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The conditional logit of McFadden ("Conditional logit analysis of qualitative choice
+    behavior", 1974): within each group (one share's candidates), the chance that a candidate
+    is a recipient is the softmax of ``w · standardised(x)`` over the group. Several recipients
+    share the target evenly (ListNet's top-one loss: Cao et al., "Learning to rank: from pairwise
+    approach to listwise approach", ICML 2007).
 
-    Returns ``(weights, bias, mean, std)``; constant columns get std 1 (and weight 0).
+    Minimises ``Σ_groups cross-entropy + l2 / 2 · |w - prior|²`` (``prior`` in standardised
+    units, default 0) with L-BFGS. Only groups with both a recipient and a non-recipient say
+    anything about ranking; the others are left out. No bias: it would cancel within every
+    group. Returns ``(weights, mean, std)`` (constant columns get std 1).
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    if len(np.unique(y)) < 2:
-        raise ValueError("need both positive and negative examples to fit the share ranker")
+    order = np.argsort(groups, kind="stable")
+    x, y, groups = x[order], y[order], np.asarray(groups)[order]
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]]) if len(y) else np.zeros(0, int)
+    size = np.diff(np.r_[starts, len(y)])
+    n_pos = np.add.reduceat(y, starts) if len(y) else np.zeros(0)
+    informative = (n_pos > 0) & (n_pos < size)
+    if not informative.any():
+        raise ValueError("no share has both a recipient and a non-recipient among its "
+                         "candidates: nothing to learn a ranking from")
+    rows = np.repeat(informative, size)
+    x, y, size, n_pos = x[rows], y[rows], size[informative], n_pos[informative]
+    starts = np.r_[0, np.cumsum(size)[:-1]]
+    member = np.repeat(np.arange(len(size)), size)
     mean = x.mean(axis=0)
     std = x.std(axis=0)
     std[std < 1e-12] = 1.0
     z = (x - mean) / std
-    sw = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    sw = sw / sw.sum()
-    sign = 2.0 * y - 1.0  # log-loss = -log sigmoid(sign · margin)
-    lam = l2 / len(y)
+    target = y / n_pos[member]
+    prior = np.zeros(x.shape[1]) if prior is None else np.asarray(prior, dtype=np.float64)
 
-    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        w, b = theta[:-1], theta[-1]
-        margin = sign * (z @ w + b)
-        value = -(sw * log_expit(margin)).sum() + 0.5 * lam * w @ w
-        g = -sw * sign * expit(-margin)
-        return value, np.r_[z.T @ g + lam * w, g.sum()]
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        s = z @ w
+        top = np.maximum.reduceat(s, starts)
+        e = np.exp(s - top[member])
+        total = np.add.reduceat(e, starts)
+        value = (top + np.log(total)).sum() - target @ s + 0.5 * l2 * (w - prior) @ (w - prior)
+        return value, z.T @ (e / total[member] - target) + l2 * (w - prior)
 
-    res = minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B")
-    return res.x[:-1], float(res.x[-1]), mean, std
+    res = minimize(loss, prior.copy(), jac=True, method="L-BFGS-B")
+    return res.x, mean, std
 
 
 # --- training examples ----------------------------------------------------------------------------
@@ -447,20 +468,31 @@ def cross_fitted_examples(
 def fit_share_ranker(
     x: np.ndarray,
     y: np.ndarray,
-    groups: np.ndarray | None = None,
+    groups: np.ndarray,
     features: Sequence[str] = FEATURES,
     l2: float = 1.0,
+    prior_feature: str | None = "tie_strength",
 ) -> ShareRanker:
-    """Fit the logistic ranker on examples (:func:`examples`). With ``groups``, each (sharer,
-    item) group weighs the same in the loss, however many candidates it has."""
+    """Fit the ranker on examples (:func:`examples`) by :func:`fit_conditional_logit`.
+
+    With ``prior_feature``, the weights are shrunk towards ranking by that feature alone (its
+    weight from a one-feature fit, every other weight 0) instead of towards 0: a large ``l2``
+    gives back the tie-strength baseline, a small one lets the data move every weight.
+    """
     cols = [FEATURES.index(f) for f in features]
-    weight = None
-    if groups is not None:
-        _, inv, counts = np.unique(groups, return_inverse=True, return_counts=True)
-        weight = 1.0 / counts[inv]
-    w, b, mean, std = fit_logistic(x[:, cols], y, l2, weight)
-    return ShareRanker(list(features), w, b, mean, std,
-                       trained_on={"examples": len(y), "positives": int(y.sum()), "l2": l2})
+    prior = None
+    if prior_feature is not None and prior_feature in features:
+        k = list(features).index(prior_feature)
+        alone, *_ = fit_conditional_logit(x[:, [cols[k]]], y, groups, l2=0.0)
+        prior = np.zeros(len(cols))
+        prior[k] = alone[0]
+    w, mean, std = fit_conditional_logit(x[:, cols], y, groups, l2, prior)
+    return ShareRanker(list(features), w, 0.0, mean, std,
+                       trained_on={"examples": len(y), "positives": int(y.sum()), "l2": l2,
+                                   "objective": "conditional logit (softmax over a share's "
+                                                "candidates)",
+                                   "prior": f"{prior_feature} alone" if prior is not None
+                                   else "zero"})
 
 
 def train_share_ranker(
@@ -468,7 +500,7 @@ def train_share_ranker(
     user_emb: np.ndarray,
     item_emb: np.ndarray,
     fit_on: str = "valid",
-    l2_grid: Sequence[float] = (0.1, 1.0, 10.0, 100.0),
+    l2_grid: Sequence[float] = (0.1, 1.0, 10.0, 100.0, 1000.0),
     hops: int = 1,
     folds: int = 5,
     max_negatives: int | None = 50,

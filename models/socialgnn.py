@@ -1,4 +1,5 @@
-"""Fitting the social GNN behind the :class:`Recommender` contract (BPR, early stopping on valid)."""
+"""Fitting the social GNN behind the :class:`Recommender` contract (BPR, early stopping on
+validation)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -15,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from socialrec.features.graph import GraphData
+from socialrec.features.tie_strength import graph_tie_strength
 from socialrec.models.base import Recommender
 from socialrec.models.gnn import SocialGNN, normalized_adjacency
 
@@ -40,13 +43,16 @@ class BPRSampler:
     """Uniform (user, positive, negative) triples from the training matrix.
 
     A negative is resampled once when it hits a training positive; the few that still collide are
-    kept (at catalogue sizes here they are < 0.1% of triples and cost nothing measurable).
+    kept (at catalogue sizes here they are < 0.1% of triples and cost nothing measurable). With
+    ``n_negatives > 1`` each triple carries that many candidate negatives (for hard-negative
+    selection); the shape of ``neg`` is then ``(batch, n_negatives)``.
     """
 
     def __init__(self, train: sp.csr_matrix, seed: int) -> None:
-        coo = train.tocoo()
-        self.users = coo.row.astype(np.int64)
-        self.items = coo.col.astype(np.int64)
+        coo = sp.csr_matrix(train).tocoo()
+        keep = coo.data != 0
+        self.users = coo.row[keep].astype(np.int64)
+        self.items = coo.col[keep].astype(np.int64)
         self.n_items = train.shape[1]
         self.keys = np.sort(self.users * self.n_items + self.items)
         self.rng = np.random.default_rng(seed)
@@ -54,27 +60,53 @@ class BPRSampler:
     def __len__(self) -> int:
         return len(self.users)
 
-    def _is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         keys = users * self.n_items + items
         pos = np.searchsorted(self.keys, keys)
         pos[pos == len(self.keys)] = 0
         return self.keys[pos] == keys
 
-    def epoch(self, batch_size: int):
+    def epoch(self, batch_size: int, n_negatives: int = 1):
         order = self.rng.permutation(len(self.users))
         for start in range(0, len(order), batch_size):
             sel = order[start : start + batch_size]
             users, pos = self.users[sel], self.items[sel]
-            neg = self.rng.integers(0, self.n_items, len(sel))
-            clash = self._is_positive(users, neg)
+            shape = (len(sel), n_negatives)
+            neg = self.rng.integers(0, self.n_items, shape)
+            clash = self.is_positive(np.repeat(users[:, None], n_negatives, 1), neg)
             neg[clash] = self.rng.integers(0, self.n_items, int(clash.sum()))
+            if n_negatives == 1:
+                neg = neg[:, 0]
             yield (torch.from_numpy(users), torch.from_numpy(pos), torch.from_numpy(neg))
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Run torch with ``n`` intra-op threads inside the block (``None``: leave as is)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class SocialGNNRecommender(Recommender):
     """The social GNN (models/gnn.py) trained with BPR; ``social_weight=0`` gives plain LightGCN.
 
-    Args mirror the ``model:`` section of configs/defaults.yaml.
+    Args mirror the ``model.socialgnn`` section of configs/defaults.yaml. Beyond LightGCN's:
+
+    - ``social_weight``, ``social_norm``, ``tie_strength``: how friend edges enter propagation
+      (see :func:`normalized_adjacency`); ``tie_strength=True`` weights each edge by
+      ``features.tie_strength.graph_tie_strength`` (training-period co-activity), scaled to mean 1.
+    - ``cl_weight``, ``cl_mode``, ``cl_eps``, ``cl_temperature``, ``cl_layer``: the contrastive
+      term, ``"simgcl"`` (two extra noisy passes) or ``"xsimgcl"`` (one noisy pass; its final
+      embedding against layer ``cl_layer``, and BPR on the same noisy pass).
+    - ``neg_candidates``: hard negatives, DNS (Zhang et al., *Optimizing Top-N Collaborative
+      Filtering via Dynamic Negative Item Sampling*, SIGIR 2013): of that many uniform candidates,
+      the one the model currently scores highest is the negative (1: plain uniform sampling).
+    - ``num_threads``: torch threads while fitting (``None``: torch's default).
     """
 
     name = "socialgnn"
@@ -84,6 +116,8 @@ class SocialGNNRecommender(Recommender):
         embedding_dim: int = 64,
         num_layers: int = 3,
         social_weight: float = 1.0,
+        social_norm: str = "joint",
+        tie_strength: bool = False,
         lr: float = 1e-3,
         l2: float = 1e-4,
         batch_size: int = 4096,
@@ -92,24 +126,50 @@ class SocialGNNRecommender(Recommender):
         eval_every: int = 1,
         seed: int = 2026,
         cl_weight: float = 0.0,
+        cl_mode: str = "simgcl",
         cl_eps: float = 0.1,
         cl_temperature: float = 0.2,
+        cl_layer: int = 1,
+        neg_candidates: int = 1,
         weighted_edges: bool = True,
         max_seconds: float | None = None,
+        num_threads: int | None = None,
         validator: Validator | None = None,
         **unused: Any,
     ) -> None:
+        if cl_mode not in ("simgcl", "xsimgcl"):
+            raise ValueError(f"cl_mode must be 'simgcl' or 'xsimgcl', got {cl_mode!r}")
+        if social_norm not in ("joint", "separate"):
+            raise ValueError(f"social_norm must be 'joint' or 'separate', got {social_norm!r}")
+        if not 0 <= cl_layer <= num_layers:
+            raise ValueError(f"cl_layer must be in 0..num_layers={num_layers}, got {cl_layer}")
+        if neg_candidates < 1:
+            raise ValueError(f"neg_candidates must be >= 1, got {neg_candidates}")
+        if unused:
+            log.warning("%s ignores unknown parameters: %s", self.name, ", ".join(sorted(unused)))
         self.params = dict(
-            embedding_dim=embedding_dim, num_layers=num_layers, social_weight=social_weight, lr=lr,
-            l2=l2, batch_size=batch_size, epochs=epochs, patience=patience, eval_every=eval_every,
-            seed=seed, cl_weight=cl_weight, cl_eps=cl_eps, cl_temperature=cl_temperature,
-            weighted_edges=weighted_edges, max_seconds=max_seconds,
+            embedding_dim=embedding_dim, num_layers=num_layers, social_weight=social_weight,
+            social_norm=social_norm, tie_strength=tie_strength, lr=lr, l2=l2,
+            batch_size=batch_size, epochs=epochs, patience=patience, eval_every=eval_every,
+            seed=seed, cl_weight=cl_weight, cl_mode=cl_mode, cl_eps=cl_eps,
+            cl_temperature=cl_temperature, cl_layer=cl_layer, neg_candidates=neg_candidates,
+            weighted_edges=weighted_edges, max_seconds=max_seconds, num_threads=num_threads,
         )
         self.validator = validator
         self.history = FitHistory()
         self.module: SocialGNN | None = None
         self._user_emb: np.ndarray | None = None
         self._item_emb: np.ndarray | None = None
+
+    def adjacency(self, data: GraphData) -> torch.Tensor:
+        """The normalised propagation graph of ``data`` under this model's settings."""
+        p = self.params
+        social = data.social
+        if p["tie_strength"] and p["social_weight"] > 0 and social.nnz:
+            social = graph_tie_strength(data)
+            social = social * (1.0 / social.data.mean())
+        return normalized_adjacency(data.train, social, social_weight=p["social_weight"],
+                                    weighted=p["weighted_edges"], social_norm=p["social_norm"])
 
     def _propagate(self, adj: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         assert self.module is not None
@@ -120,28 +180,31 @@ class SocialGNNRecommender(Recommender):
         return u.numpy().astype(np.float32), i.numpy().astype(np.float32)
 
     def fit(self, data: GraphData, show_progress: bool = True) -> Self:
+        with torch_threads(self.params["num_threads"]):
+            return self._fit(data, show_progress)
+
+    def _fit(self, data: GraphData, show_progress: bool) -> Self:
         p = self.params
         torch.manual_seed(p["seed"])
-        adj = normalized_adjacency(
-            data.train, data.social, social_weight=p["social_weight"], weighted=p["weighted_edges"]
-        )
+        self.history = FitHistory()
+        started = time.perf_counter()
+        adj = self.adjacency(data)
         self.module = SocialGNN(data.n_users, data.n_items, p["embedding_dim"], p["num_layers"])
         optimizer = torch.optim.Adam(self.module.parameters(), lr=p["lr"])
         sampler = BPRSampler(data.train, p["seed"])
         best_state = copy.deepcopy(self.module.state_dict())
         stale = 0
-        started = time.perf_counter()
         bar = tqdm(range(1, p["epochs"] + 1), desc=f"train {self.name}", disable=not show_progress,
                    unit="epoch")
         for epoch in bar:
             t0 = time.perf_counter()
             total, steps = 0.0, 0
-            for users, pos, neg in sampler.epoch(p["batch_size"]):
+            for users, pos, neg in sampler.epoch(p["batch_size"], p["neg_candidates"]):
                 loss = self._step(adj, users, pos, neg)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                total += float(loss)
+                total += loss.item()
                 steps += 1
             self.history.loss.append(total / max(steps, 1))
             self.history.epoch_seconds.append(time.perf_counter() - t0)
@@ -172,19 +235,32 @@ class SocialGNNRecommender(Recommender):
         self._user_emb, self._item_emb = self._propagate(adj)
         return self
 
-    def _step(self, adj: torch.Tensor, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor):
+    def _step(self, adj: torch.Tensor, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+              ) -> torch.Tensor:
         assert self.module is not None
-        p = self.params
-        user_emb, item_emb = self.module.split(self.module.get_embedding(adj))
-        loss = self.module.bpr_loss(user_emb, item_emb, users, pos, neg, p["l2"])
-        if p["cl_weight"] > 0:
-            v1u, v1i = self.module.split(self.module.get_embedding(adj, noise_eps=p["cl_eps"]))
-            v2u, v2i = self.module.split(self.module.get_embedding(adj, noise_eps=p["cl_eps"]))
+        p, m = self.params, self.module
+        contrast = p["cl_weight"] > 0
+        xsim = contrast and p["cl_mode"] == "xsimgcl"
+        layers = m.layers(adj, noise_eps=p["cl_eps"] if xsim else 0.0)
+        emb = torch.stack(layers).mean(dim=0)
+        user_emb, item_emb = m.split(emb)
+        if neg.dim() == 2:  # DNS: the candidate the model scores highest
+            with torch.no_grad():
+                scores = (user_emb[users].unsqueeze(1) * item_emb[neg]).sum(-1)
+            neg = neg.gather(1, scores.argmax(dim=1, keepdim=True)).squeeze(1)
+        loss = m.bpr_loss(user_emb, item_emb, users, pos, neg, p["l2"])
+        if contrast:
+            if xsim:
+                view1, view2 = emb, layers[p["cl_layer"]]
+            else:
+                view1 = m.get_embedding(adj, noise_eps=p["cl_eps"])
+                view2 = m.get_embedding(adj, noise_eps=p["cl_eps"])
+            v1u, v1i = m.split(view1)
+            v2u, v2i = m.split(view2)
             uu, ii = torch.unique(users), torch.unique(pos)
-            loss = loss + p["cl_weight"] * (
-                self.module.infonce(v1u[uu], v2u[uu], p["cl_temperature"])
-                + self.module.infonce(v1i[ii], v2i[ii], p["cl_temperature"])
-            )
+            t = p["cl_temperature"]
+            loss = loss + p["cl_weight"] * (m.infonce(v1u[uu], v2u[uu], t)
+                                            + m.infonce(v1i[ii], v2i[ii], t))
         return loss
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:

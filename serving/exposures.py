@@ -7,6 +7,11 @@ insert (an fsync'd SQLite commit costs more than the whole retrieval): it hands 
 frequency cap calls it before counting pushes, so a push the service answered is always counted
 by the next one. Exposures still queued when the process is killed with SIGKILL are lost
 (feedback, by contrast, is written before its reply).
+
+One list always goes in one transaction (a campaign-sized push is one insert); lists waiting
+behind it join that transaction until it holds :data:`MAX_BATCH_ROWS` rows. Memory stays bounded
+when the store cannot keep up: a list arriving while more than :data:`MAX_PENDING_ROWS` rows wait
+is dropped, counted in ``dropped_rows`` and logged.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ import numpy as np
 from socialrec.features.events import EventStore, Exposure
 
 log = logging.getLogger("socialrec.serving")
+
+MAX_BATCH_ROWS = 50_000
+MAX_PENDING_ROWS = 5_000_000
 
 
 @dataclass
@@ -61,12 +69,20 @@ class ExposureLog:
         self.queued = 0  # lists handed in
         self.done = 0  # lists written (or given up on)
         self.failed_rows = 0
+        self.dropped_rows = 0
+        self.pending_rows = 0
         self.thread = threading.Thread(target=self._run, name="socialrec-exposures", daemon=True)
         self.thread.start()
 
     def log(self, served: ServedList) -> None:
         with self.cond:  # queue order == counter order, which flush relies on
+            if self.pending_rows + len(served.scores) > MAX_PENDING_ROWS:
+                self.dropped_rows += len(served.scores)
+                log.warning("exposure backlog over %d rows: dropped %d (%d so far)",
+                            MAX_PENDING_ROWS, len(served.scores), self.dropped_rows)
+                return
             self.queued += 1
+            self.pending_rows += len(served.scores)
             self.queue.put(served)
 
     def flush(self, timeout: float = 30.0) -> bool:
@@ -86,8 +102,9 @@ class ExposureLog:
             if first is None:
                 return
             batch = [first]
+            rows_in_batch = len(first.scores)
             stop = False
-            while True:  # everything pending goes in one transaction
+            while rows_in_batch < MAX_BATCH_ROWS:  # what is pending goes in one transaction
                 try:
                     nxt = self.queue.get_nowait()
                 except queue.Empty:
@@ -96,6 +113,7 @@ class ExposureLog:
                     stop = True
                     break
                 batch.append(nxt)
+                rows_in_batch += len(nxt.scores)
             rows = [row for served in batch for row in served.rows()]
             try:
                 self.store.log_exposures(rows)
@@ -105,6 +123,7 @@ class ExposureLog:
                               self.failed_rows)
             with self.cond:
                 self.done += len(batch)
+                self.pending_rows -= rows_in_batch
                 self.cond.notify_all()
             if stop:
                 return

@@ -18,6 +18,7 @@ every ``SOCIALREC_POLL_SECONDS`` and on ``POST /admin/reload``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -96,7 +97,8 @@ class RegistrySource:
         self.cache_dir = Path(cache_dir or Path(tempfile.gettempdir()) / "socialrec-bundles")
 
     def resolve(self, alias: str) -> str:
-        return str(self.client.get_model_version_by_alias(self.name, alias).version)
+        """``"{name}/{version}"`` of the version ``alias`` points to."""
+        return f"{self.name}/{self.client.get_model_version_by_alias(self.name, alias).version}"
 
     def download(self, version: str) -> Path:
         """The bundle directory of ``version``, downloaded once (into a temporary directory,
@@ -115,16 +117,15 @@ class RegistrySource:
             model_dir = Path(mlflow.artifacts.download_artifacts(
                 artifact_uri=uri, dst_path=str(tmp), tracking_uri=self.tracking_uri))
             bundle_path(model_dir)  # refuse a model without a bundle before caching it
-            try:
+            with contextlib.suppress(OSError):  # another worker finished first: use theirs
                 model_dir.rename(final)
-            except OSError:  # another worker finished first: use theirs
-                pass
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return bundle_path(final)
 
     def load(self, alias: str, version: str) -> ModelBundle:
-        return prepare(ModelBundle.load(self.download(version)), f"models:/{self.name}/{version}")
+        number = version.rsplit("/", 1)[-1]
+        return prepare(ModelBundle.load(self.download(number)), f"models:/{version}")
 
 
 def bundle_path(model_dir: Path) -> Path:

@@ -4,7 +4,7 @@ generated from these; bodies that do not match them get a 400 naming the field."
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -12,12 +12,21 @@ from socialrec.features.events import FEEDBACK_EVENTS
 
 #: Ids are strings of at most this many characters (the event store's column width).
 ID_MAX = 128
+#: No control characters (PostgreSQL text refuses NUL; none belongs in an id).
+ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 #: Upper bound of any ``k`` in the schema; the real bound (users / items of the model) is
 #: checked against the model that answers, with a 422 naming ``k``.
 K_MAX = 10_000_000
 FEEDBACK_MAX_BATCH = 10_000
 TS_MIN = datetime(2000, 1, 1, tzinfo=UTC)
 TS_MAX = datetime(2100, 1, 1, tzinfo=UTC)
+
+def id_field(default: Any = ..., description: str | None = None, max_length: int = ID_MAX
+             ) -> Any:
+    """A string id: 1..max_length characters, no control characters."""
+    return Field(default, min_length=1, max_length=max_length, pattern=ID_PATTERN,
+                 description=description)
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -39,10 +48,9 @@ class PushRules(Strict):
 
 
 class PushRequest(Strict):
-    item_id: str = Field(min_length=1, max_length=ID_MAX, description="the product to push")
-    campaign_id: str | None = Field(
-        None, min_length=1, max_length=ID_MAX,
-        description="the campaign (the A/B unit and the holdout's key; item_id when absent)")
+    item_id: str = id_field(description="the product to push")
+    campaign_id: str | None = id_field(
+        None, description="the campaign (the A/B unit and the holdout's key; item_id when absent)")
     k: int = Field(100, ge=1, le=K_MAX, description="how many users (at most the model's users)")
     rules: PushRules = PushRules()
 
@@ -69,13 +77,12 @@ class PushResponse(Served):
 # -- share partners ------------------------------------------------------------------------------
 
 class ShareRequest(Strict):
-    user_id: str = Field(min_length=1, max_length=ID_MAX, description="the sharer")
-    item_id: str = Field(min_length=1, max_length=ID_MAX, description="the product shared")
+    user_id: str = id_field(description="the sharer")
+    item_id: str = id_field(description="the product shared")
     k: int = Field(10, ge=1, le=1000)
     hops: Literal[1, 2] = Field(1, description="friends (1) or friends of friends too (2)")
-    category: str | None = Field(
-        None, min_length=1, max_length=ID_MAX,
-        description="category of an item the model does not know (for the fallback)")
+    category: str | None = id_field(
+        None, description="category of an item the model does not know (for the fallback)")
 
 
 class SharePartner(BaseModel):
@@ -96,7 +103,7 @@ class ShareResponse(Served):
 # -- recommend -----------------------------------------------------------------------------------
 
 class RecommendRequest(Strict):
-    user_id: str = Field(min_length=1, max_length=ID_MAX)
+    user_id: str = id_field()
     k: int = Field(10, ge=1, le=K_MAX, description="how many items (at most the model's items)")
     exclude_seen: bool = Field(True, description="leave out items the user interacted with")
 
@@ -109,12 +116,11 @@ class RecommendResponse(Served):
 # -- feedback ------------------------------------------------------------------------------------
 
 class FeedbackEvent(Strict):
-    event_id: str = Field(min_length=1, max_length=ID_MAX,
-                          description="unique per event; a repeat is counted as a duplicate")
-    request_id: str | None = Field(None, min_length=1, max_length=64,
-                                   description="the response this event followed")
-    user_id: str = Field(min_length=1, max_length=ID_MAX)
-    item_id: str | None = Field(None, min_length=1, max_length=ID_MAX)
+    event_id: str = id_field(description="unique per event; a repeat counts as a duplicate")
+    request_id: str | None = id_field(None, max_length=64,
+                                      description="the response this event followed")
+    user_id: str = id_field()
+    item_id: str | None = id_field(None)
     event: Literal[FEEDBACK_EVENTS]  # type: ignore[valid-type]
     ts: datetime | None = Field(None,
                                 description="when it happened (UTC if no zone); now if absent")

@@ -27,10 +27,13 @@ from socialrec.models.share_ranker import (
     ShareRanker,
     affinity_scorer,
     candidates,
-    fit_logistic,
+    examples,
+    fit_conditional_logit,
+    fit_share_ranker,
     friend_popularity_scorer,
     random_scorer,
     share_features,
+    share_groups,
     tie_strength_scorer,
     train_share_ranker,
 )
@@ -170,25 +173,57 @@ def test_trained_on_and_metrics_are_recorded(loyal):
     assert ranker.trained_on["fit_on"] == "valid shares"
     assert ranker.trained_on["selected_by"].startswith("valid.mrr@10, 5-fold cross-validation")
     assert set(ranker.trained_on["by_l2"]) == {"0.1", "10.0"}
+    assert ranker.trained_on["objective"].startswith("conditional logit")
     assert ranker.metrics["valid.mrr@10"] == pytest.approx(1.0)
 
 
-def test_fit_logistic_recovers_known_weights():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(20_000, 3))
-    y = rng.random(20_000) < 1 / (1 + np.exp(-(0.5 + 2.0 * x[:, 0] - 1.0 * x[:, 1])))
-    w, b, _, _ = fit_logistic(x, y.astype(float), l2=1e-3)
-    # standardised weights ≈ raw ones here (x is already ~N(0, 1))
-    np.testing.assert_allclose(w, [2.0, -1.0, 0.0], atol=0.1)
-    assert b == pytest.approx(0.5, abs=0.1)
-    # a stronger L2 shrinks the weights
-    w_strong, *_ = fit_logistic(x, y.astype(float), l2=1e5)
-    assert np.abs(w_strong).sum() < 0.5 * np.abs(w).sum()
+def _choices(weights: np.ndarray, n_groups: int, size: int, seed: int = 0):
+    """Groups of ``size`` candidates; one recipient each, drawn by softmax(weights · x)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n_groups * size, len(weights)))
+    s = (x @ weights).reshape(n_groups, size)
+    p = np.exp(s - s.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    chosen = (p.cumsum(axis=1) > rng.random((n_groups, 1))).argmax(axis=1)
+    y = np.zeros((n_groups, size))
+    y[np.arange(n_groups), chosen] = 1
+    return x, y.ravel(), np.repeat(np.arange(n_groups), size)
 
 
-def test_fit_logistic_needs_both_classes():
-    with pytest.raises(ValueError, match="both positive and negative"):
-        fit_logistic(np.ones((4, 2)), np.ones(4))
+def test_conditional_logit_recovers_known_weights():
+    x, y, groups = _choices(np.array([1.5, -1.0, 0.0]), n_groups=4000, size=8)
+    w, _, std = fit_conditional_logit(x, y, groups, l2=1e-3)
+    # weights are per standardised feature: divide by std for raw units
+    np.testing.assert_allclose(w / std, [1.5, -1.0, 0.0], atol=0.1)
+    # a strong L2 pulls towards the prior
+    w_zero, *_ = fit_conditional_logit(x, y, groups, l2=1e6)
+    np.testing.assert_allclose(w_zero, 0.0, atol=0.01)
+    w_prior, *_ = fit_conditional_logit(x, y, groups, l2=1e6, prior=np.array([0.0, 0.0, 2.0]))
+    np.testing.assert_allclose(w_prior, [0.0, 0.0, 2.0], atol=0.01)
+
+
+def test_conditional_logit_ignores_shares_without_a_contrast():
+    x, y, groups = _choices(np.array([1.0, 0.0]), n_groups=500, size=5)
+    w, *_ = fit_conditional_logit(x, y, groups)
+    # add groups where every candidate is a recipient, and single-candidate groups: no change
+    x2 = np.r_[x, np.full((6, 2), 9.0)]
+    y2 = np.r_[y, np.ones(6)]
+    g2 = np.r_[groups, [1000, 1000, 1000, 1001, 1002, 1003]]
+    np.testing.assert_allclose(fit_conditional_logit(x2, y2, g2)[0], w, atol=1e-6)
+    with pytest.raises(ValueError, match="nothing to learn"):
+        fit_conditional_logit(np.ones((4, 2)), np.ones(4), np.arange(4))
+
+
+def test_a_huge_l2_gives_back_the_tie_strength_ranking(loyal):
+    data, user_emb, item_emb, _ = loyal
+    ctx = ShareContext.from_graph(data, user_emb, item_emb, cut=9 * DAY)
+    x, y, g = examples(ctx, share_groups(data.shares_valid))
+    ranker = fit_share_ranker(x, y, g, l2=1e9)
+    assert ranker.trained_on["prior"] == "tie_strength alone"
+    others = [w for f, w in zip(ranker.features, ranker.weights, strict=True)
+              if f != "tie_strength"]
+    assert np.abs(others).max() < 1e-3
+    assert ranker.weights[ranker.features.index("tie_strength")] > 0
 
 
 # --- JSON -----------------------------------------------------------------------------------------

@@ -91,7 +91,8 @@ def test_bad_requests_are_4xx_naming_the_field(client, bundle):
         r = client.post("/push_targets", json=body)
         assert r.status_code == status, (body, r.text)
         assert field in r.text, r.text
-    r = client.post("/push_targets", content=b"{not json", headers={"content-type": "application/json"})
+    r = client.post("/push_targets", content=b"{not json",
+                    headers={"content-type": "application/json"})
     assert r.status_code == 400
 
 

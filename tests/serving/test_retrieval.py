@@ -98,7 +98,7 @@ def test_hnsw_bundle_returns_eligible_users_with_high_recall(bundle):
 def test_push_targets_is_the_shared_entry_point(flat_bundle):
     b = flat_bundle
     out = push_targets(b, "i4", 25, PushRules())
-    user_ids, scores, removed, strategy = out
+    user_ids, _, removed, strategy = out
     want, _ = oracle(b, 4, 25, [OptOut(b), ExcludeBuyers(b, 4)])
     assert user_ids == b.users.to_ids(want)
     assert set(removed) == {"opt_out", "exclude_buyers"} and strategy == "faiss_flat"

@@ -43,7 +43,8 @@ def test_partners_are_friends_sorted_by_score(bundle):
     got = rank_partners(bundle, 10, vec, 3, k=5)
     assert fallback is None
     assert set(got.users.tolist()) <= friends_of(bundle, 10)
-    assert np.all(np.diff(got.scores) <= 0) and len(got.users) == min(5, len(friends_of(bundle, 10)))
+    assert np.all(np.diff(got.scores) <= 0)
+    assert len(got.users) == min(5, len(friends_of(bundle, 10)))
     assert len(got.reasons) == len(got.users)
     bought = bundle.purchases[got.users][:, 3].toarray().ravel()
     assert np.array_equal(got.features["already_bought"], bought)
@@ -77,7 +78,7 @@ def test_unknown_item_falls_back_to_category_then_popularity(bundle):
 
 
 def test_popular_items_and_friends_favourites(bundle):
-    items, scores = popular_items(bundle, 5)
+    _, scores = popular_items(bundle, 5)
     assert np.all(np.diff(scores) <= 0)
     assert scores[0] == bundle.popularity.max()
     cold = next(u for u in range(len(bundle.users))
