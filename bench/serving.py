@@ -17,6 +17,7 @@ the machine, to bench/RESULTS.md. Stops by itself: nothing is left running.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -107,13 +108,12 @@ def stop_server(proc: subprocess.Popen) -> None:
     """SIGTERM the server's process group, then SIGKILL whatever is left (its worker runs in a
     session of its own, so it is found through the process tree)."""
     try:
-        procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        parent = psutil.Process(proc.pid)
+        procs = [parent, *parent.children(recursive=True)]
     except psutil.NoSuchProcess:
         procs = []
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     _, alive = psutil.wait_procs(procs, timeout=30)
     for p in alive:
         p.kill()

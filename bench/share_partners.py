@@ -30,8 +30,10 @@ from socialrec.models.share_ranker import (
     FEATURES,
     ShareContext,
     affinity_scorer,
+    candidates,
     friend_popularity_scorer,
     random_scorer,
+    share_groups,
     tie_strength_scorer,
     train_share_ranker,
 )
@@ -60,6 +62,7 @@ class DatasetRuns:
     seconds: dict[str, list[float]] = field(default_factory=dict)
     coverage_2hop: float = float("nan")
     candidates_2hop: float = float("nan")
+    trivial: float = float("nan")  # share of test queries with at most one candidate
 
 
 def _zero_scorer(sharers, items, cands):
@@ -82,6 +85,9 @@ def run_dataset(config_file: str, seeds: list[int], model: str | None,
         raise SystemExit(f"{config_file}: the split has no test share records")
     two = evaluate_share(_zero_scorer, graph, "test", ks=[1], hops=2)
     runs.coverage_2hop, runs.candidates_2hop = two["coverage"], two["mean_candidates"]
+    test_groups = share_groups(graph.shares_test)
+    sizes = np.array([len(c) for c in candidates(graph.social, test_groups["sharer"], hops)])
+    runs.trivial = float((sizes <= 1).mean()) if len(sizes) else float("nan")
     for seed in seeds:
         cfg = seeded(config, config["model"]["name"], seed)
         t = time.perf_counter()
@@ -125,16 +131,29 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def _mrr(runs: DatasetRuns, method: str) -> np.ndarray:
+    return np.array([m["mrr@10"] for m in runs.metrics[method]])
+
+
+def best_baseline(runs: DatasetRuns) -> str:
+    return max((m for m in METHODS if m not in LEARNED), key=lambda m: _mrr(runs, m).mean())
+
+
 def verdict(runs: DatasetRuns) -> str:
-    learned = np.mean([m["mrr@10"] for m in runs.metrics["learned ranker"]])
-    best = max((m for m in METHODS if m not in LEARNED),
-               key=lambda m: np.mean([r["mrr@10"] for r in runs.metrics[m]]))
-    other = np.mean([m["mrr@10"] for m in runs.metrics[best]])
-    if learned > other:
-        return (f"the learned ranker beats every baseline on MRR@10 ({learned:.4f} vs "
-                f"{other:.4f} for {best}, the best baseline)")
-    return (f"the learned ranker does **not** beat every baseline on MRR@10: {learned:.4f} vs "
-            f"{other:.4f} for {best}")
+    """Does the learned ranker beat every baseline on MRR@10, and by more than seed noise?"""
+    learned, best = _mrr(runs, "learned ranker"), best_baseline(runs)
+    other = _mrr(runs, best)
+    gap = learned.mean() - other.mean()
+    noise = float(np.std(learned - other, ddof=1)) if len(learned) > 1 else float("nan")
+    if gap > 0:
+        head = "beats every baseline on MRR@10"
+    else:
+        head = "does **not** beat every baseline on MRR@10"
+    tail = (f"{learned.mean():.4f} vs {other.mean():.4f} for {best}, the best baseline: "
+            f"difference {gap:+.4f}, seed std of the difference {noise:.4f}")
+    if np.isfinite(noise) and abs(gap) <= 2 * noise:
+        tail += " (within seed noise)"
+    return f"the learned ranker {head} ({tail})"
 
 
 def markdown(all_runs: list[DatasetRuns], command: str, seeds: list[int]) -> str:
@@ -153,7 +172,8 @@ def markdown(all_runs: list[DatasetRuns], command: str, seeds: list[int]) -> str
         "miss; **coverage** is the share of test recipients inside the candidate sets at all "
         "(the ceiling of Recall); coverage with 2 hops is given for reference.",
         "- embeddings: fitted once per seed on the training interactions "
-        "(`training.pipeline.fit_model`); the affinity feature and baseline use them.",
+        "(`training.pipeline.fit_model`, the config's `model.name` unless `--model` overrides "
+        "it: see each dataset's 'Embeddings'); the affinity features and baseline use them.",
         "- learned ranker (`models/share_ranker.py`): a linear score over "
         f"{len(FEATURES)} features ({', '.join(f'`{f}`' for f in FEATURES)}) computed from the "
         "training period only (embeddings, social graph, training shares and interactions), "
@@ -178,6 +198,17 @@ def markdown(all_runs: list[DatasetRuns], command: str, seeds: list[int]) -> str
         f"- seeds: {', '.join(map(str, seeds))} (embedding initialisation, the ranker's fold "
         "and negative sampling, the random baseline); the split is fixed. Mean ± sample std.",
     ]
+    lines += ["", "## Summary (MRR@10 on test, 1 hop)", "",
+              "| dataset | learned ranker | best baseline | coverage | queries with ≤ 1 friend "
+              "| verdict |", "|---|---:|---|---:|---:|---|"]
+    for runs in all_runs:
+        best = best_baseline(runs)
+        learned, other = _mrr(runs, "learned ranker"), _mrr(runs, best)
+        cov = runs.metrics["learned ranker"][0]["coverage"]
+        lines.append(
+            f"| {runs.name} | {_mean_std(list(learned))} | {best}: {_mean_std(list(other))} | "
+            f"{cov:.4f} | {runs.trivial:.1%} | "
+            f"{'wins' if learned.mean() > other.mean() else 'loses'} |")
     for runs in all_runs:
         s = runs.summary
         lines += [
@@ -194,7 +225,8 @@ def markdown(all_runs: list[DatasetRuns], command: str, seeds: list[int]) -> str
         first = runs.metrics["learned ranker"][0]
         lines += [
             f"- test: {first['n_queries']:,} (sharer, item) queries, "
-            f"{first['mean_candidates']:.1f} friends per sharer on average; 2 hops: "
+            f"{first['mean_candidates']:.1f} friends per sharer on average, {runs.trivial:.1%} "
+            "of queries with at most one (nothing to rank); 2 hops: "
             f"{runs.candidates_2hop:.1f} candidates, coverage {runs.coverage_2hop:.4f}",
             "",
             "| method | " + " | ".join(METRICS) + " | coverage |",

@@ -12,6 +12,7 @@ Layout of a bundle directory::
     item_category.npy    int64 per item (-1 unknown), categories in meta.json
     push_opt_in.npy      bool per user
     share_ranker.json    learned share-partner weights (optional)
+    share_counts.npz share_joins.npz  sharer×recipient counts of training shares / joins (optional)
     user_index.faiss item_index.faiss  FAISS indexes over the embeddings (optional)
 
 Serving imports this module: it must never import torch.
@@ -57,6 +58,8 @@ class ModelBundle:
     push_opt_in: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
     share_ranker: dict[str, Any] | None = None
+    share_counts: sp.csr_matrix | None = None
+    share_joins: sp.csr_matrix | None = None
     user_index: faiss.Index | None = None
     item_index: faiss.Index | None = None
 
@@ -83,6 +86,9 @@ class ModelBundle:
         np.save(path / "push_opt_in.npy", self.push_opt_in.astype(bool))
         if self.share_ranker is not None:
             (path / "share_ranker.json").write_text(json.dumps(self.share_ranker, indent=2))
+        for name in ("share_counts", "share_joins"):
+            if getattr(self, name) is not None:
+                save_csr(path / f"{name}.npz", getattr(self, name))
         if self.user_index is not None:
             faiss.write_index(self.user_index, str(path / "user_index.faiss"))
         if self.item_index is not None:
@@ -105,6 +111,11 @@ class ModelBundle:
             return faiss.read_index(str(p)) if p.exists() else None
 
         ranker = path / "share_ranker.json"
+
+        def optional_csr(name: str) -> sp.csr_matrix | None:
+            p = path / f"{name}.npz"
+            return load_csr(p) if p.exists() else None
+
         return cls(
             users=IdMap.load(path / "users.npy"),
             items=IdMap.load(path / "items.npy"),
@@ -118,6 +129,8 @@ class ModelBundle:
             push_opt_in=np.load(path / "push_opt_in.npy", allow_pickle=False),
             meta=meta,
             share_ranker=json.loads(ranker.read_text()) if ranker.exists() else None,
+            share_counts=optional_csr("share_counts"),
+            share_joins=optional_csr("share_joins"),
             user_index=index("user_index.faiss"),
             item_index=index("item_index.faiss"),
         )

@@ -14,6 +14,7 @@ from typing import Any, Self
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from socialrec.features.graph import GraphData
@@ -131,6 +132,9 @@ class SocialGNNRecommender(Recommender):
         cl_temperature: float = 0.2,
         cl_layer: int = 1,
         neg_candidates: int = 1,
+        loss: str = "bpr",
+        ssm_negatives: int = 256,
+        ssm_temperature: float = 0.1,
         weighted_edges: bool = True,
         max_seconds: float | None = None,
         num_threads: int | None = None,
@@ -153,6 +157,7 @@ class SocialGNNRecommender(Recommender):
             batch_size=batch_size, epochs=epochs, patience=patience, eval_every=eval_every,
             seed=seed, cl_weight=cl_weight, cl_mode=cl_mode, cl_eps=cl_eps,
             cl_temperature=cl_temperature, cl_layer=cl_layer, neg_candidates=neg_candidates,
+            loss=loss, ssm_negatives=ssm_negatives, ssm_temperature=ssm_temperature,
             weighted_edges=weighted_edges, max_seconds=max_seconds, num_threads=num_threads,
         )
         self.validator = validator
@@ -176,6 +181,8 @@ class SocialGNNRecommender(Recommender):
         self.module.eval()
         with torch.no_grad():
             u, i = self.module.split(self.module.get_embedding(adj))
+            if self.params["loss"] == "ssm":
+                u, i = F.normalize(u, dim=-1), F.normalize(i, dim=-1)
         self.module.train()
         return u.numpy().astype(np.float32), i.numpy().astype(np.float32)
 
@@ -248,7 +255,10 @@ class SocialGNNRecommender(Recommender):
             with torch.no_grad():
                 scores = (user_emb[users].unsqueeze(1) * item_emb[neg]).sum(-1)
             neg = neg.gather(1, scores.argmax(dim=1, keepdim=True)).squeeze(1)
-        loss = m.bpr_loss(user_emb, item_emb, users, pos, neg, p["l2"])
+        if p["loss"] == "ssm":
+            loss = self._ssm(user_emb, item_emb, users, pos) + p["l2"] * m.l2_penalty(users, pos, neg)
+        else:
+            loss = m.bpr_loss(user_emb, item_emb, users, pos, neg, p["l2"])
         if contrast:
             if xsim:
                 view1, view2 = emb, layers[p["cl_layer"]]
@@ -262,6 +272,14 @@ class SocialGNNRecommender(Recommender):
             loss = loss + p["cl_weight"] * (m.infonce(v1u[uu], v2u[uu], t)
                                             + m.infonce(v1i[ii], v2i[ii], t))
         return loss
+
+    def _ssm(self, user_emb, item_emb, users, pos):
+        p = self.params
+        shared = torch.randint(0, item_emb.shape[0], (p["ssm_negatives"],))
+        u = F.normalize(user_emb[users], dim=-1)
+        pos_s = (u * F.normalize(item_emb[pos], dim=-1)).sum(-1) / p["ssm_temperature"]
+        neg_s = u @ F.normalize(item_emb[shared], dim=-1).T / p["ssm_temperature"]
+        return (torch.logsumexp(torch.cat([pos_s[:, None], neg_s], 1), 1) - pos_s).mean()
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         if self._user_emb is None or self._item_emb is None:

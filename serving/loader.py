@@ -49,6 +49,9 @@ class BundleSource(Protocol):
     def resolve(self, alias: str) -> str:
         """The version ``alias`` points to now."""
 
+    def label(self, version: str) -> str:
+        """How responses and exposures name that version."""
+
     def load(self, alias: str, version: str) -> ModelBundle:
         """That version's bundle, fully loaded."""
 
@@ -80,6 +83,9 @@ class DirectorySource:
         digest = hashlib.sha256((self.path / "meta.json").read_bytes()).hexdigest()[:12]
         return f"dir:{digest}"
 
+    def label(self, version: str) -> str:
+        return version
+
     def load(self, alias: str, version: str) -> ModelBundle:
         return prepare(ModelBundle.load(self.path), str(self.path))
 
@@ -95,17 +101,27 @@ class RegistrySource:
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.cache_dir = Path(cache_dir or Path(tempfile.gettempdir()) / "socialrec-bundles")
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
 
     def resolve(self, alias: str) -> str:
-        """``"{name}/{version}"`` of the version ``alias`` points to."""
-        return f"{self.name}/{self.client.get_model_version_by_alias(self.name, alias).version}"
+        return str(self.client.get_model_version_by_alias(self.name, alias).version)
+
+    def label(self, version: str) -> str:
+        return f"{self.name}/{version}"
 
     def download(self, version: str) -> Path:
         """The bundle directory of ``version``, downloaded once (into a temporary directory,
-        renamed into place when complete, so a crash never leaves half a bundle cached)."""
+        renamed into place when complete, so a crash never leaves half a bundle cached).
+
+        The cache key includes where the version's artifacts come from and when it was created:
+        version numbers alone repeat across registries (every fresh registry has a version 1).
+        """
         import mlflow
 
-        final = self.cache_dir / self.name / version  # the pyfunc model directory
+        mv = self.client.get_model_version(self.name, version)
+        origin = f"{mv.source}|{mv.run_id}|{mv.creation_timestamp}"
+        key = hashlib.sha256(origin.encode()).hexdigest()[:12]
+        final = self.cache_dir / self.name / f"{version}-{key}"  # the pyfunc model directory
         if (final / "MLmodel").exists():
             return bundle_path(final)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -124,8 +140,7 @@ class RegistrySource:
         return bundle_path(final)
 
     def load(self, alias: str, version: str) -> ModelBundle:
-        number = version.rsplit("/", 1)[-1]
-        return prepare(ModelBundle.load(self.download(number)), f"models:/{version}")
+        return prepare(ModelBundle.load(self.download(version)), f"models:/{self.label(version)}")
 
 
 def bundle_path(model_dir: Path) -> Path:
@@ -174,14 +189,15 @@ class ModelSet:
             loaded: dict[str, ModelBundle] = {}  # aliases on the same version share a bundle
             for alias in wanted:
                 version = self.source.resolve(alias)
+                label = self.source.label(version)
                 old = current.get(alias)
-                if old is not None and old.version == version:
+                if old is not None and old.version == label:
                     new[alias] = old
                     continue
-                same = next((m.bundle for m in current.values() if m.version == version), None)
-                bundle = same or loaded.get(version) or self.source.load(alias, version)
-                loaded[version] = bundle
-                new[alias] = LoadedModel(alias, version, bundle)
+                same = next((m.bundle for m in current.values() if m.version == label), None)
+                bundle = same or loaded.get(label) or self.source.load(alias, version)
+                loaded[label] = bundle
+                new[alias] = LoadedModel(alias, label, bundle)
             changed = [a for a in wanted
                        if a not in current or current[a].version != new[a].version]
             self.models = new  # the swap: one reference assignment

@@ -44,6 +44,8 @@ class Selected(NamedTuple):
     scores: np.ndarray
     removed: dict[str, int]
     strategy: str
+    #: rule name -> (users, scores) it removed above the last selected user, best first
+    dropped: dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 class PushTargets(NamedTuple):
@@ -108,17 +110,17 @@ class _Judge:
         if len(eligible) < k:
             return None
         cut = eligible[k - 1] + 1 if k > 0 else 0
-        counts = np.bincount(verdict[:cut], minlength=len(self.rules) + 1)
-        removed = {rule.name: int(counts[i + 1]) for i, rule in enumerate(self.rules)}
-        pick = eligible[:k]
-        return Selected(order[pick], scores[pick], removed, "")
+        return self._selected(order[:cut], scores[:cut], verdict[:cut])
 
     def take_all(self, order: np.ndarray, scores: np.ndarray) -> Selected:
-        verdict = self.verdict[order]
-        counts = np.bincount(verdict, minlength=len(self.rules) + 1)
-        removed = {rule.name: int(counts[i + 1]) for i, rule in enumerate(self.rules)}
-        pick = np.flatnonzero(verdict == 0)
-        return Selected(order[pick], scores[pick], removed, "")
+        return self._selected(order, scores, self.verdict[order])
+
+    def _selected(self, order: np.ndarray, scores: np.ndarray, verdict: np.ndarray) -> Selected:
+        dropped = {rule.name: (order[verdict == i + 1], scores[verdict == i + 1])
+                   for i, rule in enumerate(self.rules)}
+        removed = {name: len(users) for name, (users, _) in dropped.items()}
+        pick = verdict == 0
+        return Selected(order[pick], scores[pick], removed, "", dropped)
 
 
 def select_users(bundle: ModelBundle, item: int, k: int, rules: Sequence[Rule]) -> Selected:

@@ -17,7 +17,8 @@ SOCIALREC_THREADS          request threads (default 8)
 =========================  =========================================================================
 
 Every response carries ``request_id`` (uuid4), ``experiment``, ``variant``, ``model_version`` and
-``strategy``; every served list is logged as exposures (serving/exposures.py). Bad requests get a
+``strategy``; every served list is logged as exposures by a writer process beside the worker
+(serving/exposures.py); feedback is committed before its reply. Bad requests get a
 4xx with ``{"error", "field", "expected"}`` (unknown ids 404, ``k`` beyond the model 422, schema
 violations 400 from BentoML's validation), never a 500.
 
@@ -49,8 +50,8 @@ import numpy as np
 from bentoml.validators import ContentType
 from starlette.responses import JSONResponse, StreamingResponse
 
-from socialrec.features.events import EventStore, Feedback
-from socialrec.serving.ab import Experiment, Experiments, load_experiments
+from socialrec.features.events import HOLDOUT, EventStore, Feedback
+from socialrec.serving.ab import ROUTED_ENDPOINTS, Experiment, Experiments, load_experiments
 from socialrec.serving.exposures import ExposureLog, ServedList
 from socialrec.serving.fallback import friends_favourites, has_interactions, popular_items
 from socialrec.serving.loader import LoadedModel, ModelSet, source_from_env
@@ -178,12 +179,7 @@ class SocialRec:
         self.models = ModelSet(source_from_env(), self._aliases(experiments))
         self.state = Snapshot(experiments, self.models.models)
         self.store = EventStore(self.settings.event_store)
-        self.exposures = ExposureLog(self.store)
-        if os.environ.get("XX_NOEXP"):
-            self.exposures.log = lambda s: None
-        if os.environ.get("XX_SWITCH"):
-            import sys
-            sys.setswitchinterval(float(os.environ["XX_SWITCH"]))
+        self.exposures = ExposureLog(self.settings.event_store)
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         if self.settings.poll_seconds > 0:
@@ -195,7 +191,7 @@ class SocialRec:
     def _aliases(self, experiments: Experiments) -> set[str]:
         needed = set(experiments.aliases())
         routed = {e for exp in experiments.experiments.values() for e in exp.endpoints}
-        if routed != {"push_targets", "share_partners", "recommend"}:
+        if routed != set(ROUTED_ENDPOINTS):
             needed.add(self.settings.default_alias)  # some endpoint has no experiment
         return needed
 
@@ -245,18 +241,30 @@ class SocialRec:
         holdout = None
         if route.exp is not None and route.exp.holdout.weight > 0:
             holdout = CampaignHoldout(bundle, route.exp.salt, route.exp.holdout.weight, campaign)
-        if req.rules.frequency_cap is not None:
-            self.exposures.flush()  # count every push answered before this one
+        if req.rules.frequency_cap is not None and not self.exposures.flush():
+            # count every push answered before this one; say so when that was not possible
+            log.warning("frequency cap read the event store before all pushes were written")
         rules = make_rules(bundle, item, req.rules, self.store, holdout)
         chosen = select_users(bundle, item, req.k, rules)
         removed = dict.fromkeys(RULE_NAMES, 0) | chosen.removed
         return route, campaign, chosen._replace(removed=removed)
 
     def _log_push(self, route: Route, served: dict[str, Any], req: PushRequest,
-                  user_ids: list[str], scores: np.ndarray) -> None:
+                  user_ids: list[str], chosen: Selected) -> None:
+        """The pushed users, and the held-out ones as ``variant="holdout"`` rows (never sent:
+        the A/B analysis compares them with the pushed users; the frequency cap skips them).
+        A held-out user's rank is where they would have been in the list."""
+        now = _now()
         self.exposures.log(ServedList(
-            served["request_id"], _now(), "push_targets", route.experiment, route.variant,
-            route.model.version, route.unit_id, user_ids, req.item_id, scores))
+            served["request_id"], now, "push_targets", route.experiment, route.variant,
+            route.model.version, route.unit_id, user_ids, req.item_id, chosen.scores))
+        held, held_scores = chosen.dropped.get("holdout", ((), ()))
+        if len(held):
+            above = np.searchsorted(-chosen.scores, -held_scores, side="left")
+            self.exposures.log(ServedList(
+                served["request_id"], now, "push_targets", route.experiment, HOLDOUT,
+                route.model.version, route.unit_id, route.model.bundle.users.to_ids(held),
+                req.item_id, held_scores, ranks=above + np.arange(1, len(held) + 1)))
 
     @bentoml.api(route="/push_targets")
     @json_errors
@@ -265,7 +273,7 @@ class SocialRec:
         route, campaign, chosen = self._push(req)
         user_ids = route.model.bundle.users.to_ids(chosen.users)
         served = route.served(chosen.strategy)
-        self._log_push(route, served, req, user_ids, chosen.scores)
+        self._log_push(route, served, req, user_ids, chosen)
         return PushResponse(**served, item_id=req.item_id, campaign_id=campaign, users=user_ids,
                             scores=chosen.scores.tolist(), removed=chosen.removed)
 
@@ -280,7 +288,7 @@ class SocialRec:
         route, campaign, chosen = self._push(req)  # errors surface before the stream starts
         user_ids = route.model.bundle.users.to_ids(chosen.users)
         served = route.served(chosen.strategy)
-        self._log_push(route, served, req, user_ids, chosen.scores)
+        self._log_push(route, served, req, user_ids, chosen)
         head = {**served, "item_id": req.item_id, "campaign_id": campaign,
                 "removed": chosen.removed, "n_users": len(user_ids)}
 
@@ -328,11 +336,11 @@ class SocialRec:
             reason = ("the sharer has no friends in the social graph" if req.hops == 1
                       else "the sharer has no friends or friends of friends in the social graph")
         if partners:
-            # One entry per partner: the partner is who would receive the share; the sharer is
-            # the A/B unit.
+            # The event store's contract: user_id is the requesting user (the sharer), one row
+            # per rank; a friend's join then counts for the sharer's request.
             self.exposures.log(ServedList(
                 served["request_id"], _now(), "share_partners", route.experiment, route.variant,
-                route.model.version, req.user_id, friend_ids, req.item_id, found.scores))
+                route.model.version, req.user_id, req.user_id, req.item_id, found.scores))
         return ShareResponse(**served, partners=partners, item_fallback=fallback, reason=reason)
 
     # -- recommend -----------------------------------------------------------------------------
@@ -395,16 +403,20 @@ class SocialRec:
                                "Bearer <SOCIALREC_ADMIN_TOKEN>")
         try:
             changed = self.refresh(reread_experiments=True)
-        except (ValueError, FileNotFoundError) as exc:  # a bad experiments file or bundle
+        except ValueError as exc:  # a bad experiments file or share ranker
             raise RequestError(422, f"reload refused, still serving the old models: {exc}",
                                "SOCIALREC_EXPERIMENTS") from exc
+        except Exception as exc:  # registry unreachable, alias missing, download failed
+            log.exception("reload failed")
+            raise RequestError(503, f"reload failed, still serving the old models: {exc}"
+                               ) from exc
         return ReloadResponse(models={a: m.version for a, m in self.state.models.items()},
                               changed=changed)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def __is_ready__(self) -> bool:
-        return bool(self.state.models)
+        return bool(self.state.models) and self.exposures.alive
 
     @bentoml.on_shutdown
     def close(self) -> None:

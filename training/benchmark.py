@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from socialrec.training.config import PROJECT_ROOT
+from socialrec.training.config import PROJECT_ROOT, _read_layer, deep_merge
 from socialrec.training.memory import PeakMemory
 from socialrec.training.pipeline import Prepared, describe, prepare, run_training
 
@@ -43,21 +43,31 @@ def seeded(config: dict[str, Any], model: str, seed: int) -> dict[str, Any]:
     return cfg
 
 
+def layered(config: dict[str, Any], spec: str) -> tuple[str, str, dict[str, Any]]:
+    """``"als"`` -> (``"als"``, ``"als"``, config); ``"als@configs/x.yaml"`` -> (``"als"``,
+    ``"als@x"``, config with x.yaml and what it ``extends:`` layered on top): an ablation row."""
+    model, _, layer = spec.partition("@")
+    if not layer:
+        return model, model, config
+    return model, f"{model}@{Path(layer).stem}", deep_merge(config, _read_layer(Path(layer)))
+
+
 def run_benchmark(config: dict[str, Any], models: list[str], seeds: list[int],
                   show_progress: bool = True, prepared: Prepared | None = None
                   ) -> tuple[list[ModelRuns], Prepared, str]:
     prepared = prepared or prepare(config)
     bench_id = uuid.uuid4().hex[:8]
     results = []
-    for model in models:
-        runs = ModelRuns(model)
+    for spec in models:
+        model, label, model_config = layered(config, spec)
+        runs = ModelRuns(label)
         for seed in seeds if model != "popularity" else seeds[:1]:
-            cfg = seeded(config, model, seed)
+            cfg = seeded(model_config, model, seed)
             t = time.perf_counter()
             with PeakMemory() as mem:
                 result = run_training(cfg, register=False, prepared=prepared,
                                       show_progress=show_progress,
-                                      run_name=f"{model}-seed{seed}",
+                                      run_name=f"{label}-seed{seed}",
                                       tags={"benchmark": bench_id, "seed": str(seed)})
             runs.metrics.append(result.metrics)
             runs.fit_seconds.append(result.seconds.get("fit", time.perf_counter() - t))

@@ -17,13 +17,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from socialrec.evaluation.offline import evaluate_all, evaluate_recommend
+from socialrec.evaluation.offline import evaluate_all, evaluate_recommend, evaluate_share
 from socialrec.features.graph import GraphData, build_graph
 from socialrec.features.loader import load_dataset
 from socialrec.features.splits import Split, make_split
 from socialrec.features.tables import Dataset
 from socialrec.models.base import Recommender
 from socialrec.models.bundle import ModelBundle
+from socialrec.models.share_ranker import ShareContext, train_share_ranker
 from socialrec.training import tracking
 from socialrec.training.config import data_root, format_names
 from socialrec.training.index import build_indexes
@@ -94,21 +95,36 @@ def fit_model(prepared: Prepared, config: dict[str, Any], show_progress: bool = 
 
 def make_bundle(prepared: Prepared, model: Recommender, config: dict[str, Any],
                 metrics: dict[str, Any]) -> ModelBundle:
+    """Everything serving needs. Social edges carry tie strength from training-period events, and
+    the share-partner ranker is learned when the split has validation share records (its test
+    metrics are added to ``metrics`` as task ``share_ranker``)."""
     graph = prepared.graph
     user_emb, item_emb = model.embeddings()
     seen = graph.train.copy()
     seen.data[:] = 1.0
+    context = ShareContext.from_graph(graph, user_emb, item_emb, cut=prepared.split.cut_ts)
+    ranker = None
+    if len(graph.shares_valid) and len(graph.shares_test):
+        fitted = train_share_ranker(graph, user_emb, item_emb, cut=prepared.split.cut_ts,
+                                    seed=int(config["split"]["seed"]))
+        ranker = fitted.to_dict()
+        metrics["share_ranker"] = evaluate_share(
+            fitted.scorer(context), graph, "test", config["evaluation"]["ks"],
+            config["evaluation"]["share_hops"])
     bundle = ModelBundle(
         users=graph.users,
         items=graph.items,
         user_emb=user_emb,
         item_emb=item_emb,
-        social=graph.social,
+        social=context.social,
         seen=seen,
         purchases=graph.purchases,
         popularity=np.asarray(seen.sum(axis=0)).ravel().astype(np.float32),
         item_category=graph.item_category,
         push_opt_in=graph.push_opt_in,
+        share_ranker=ranker,
+        share_counts=context.share_counts,
+        share_joins=context.share_joins,
         meta={
             "model_name": model.name,
             "dataset": config["dataset"]["name"],
@@ -227,23 +243,26 @@ def run_training(
             mlflow.log_metrics({"best_epoch": history.best_epoch,
                                 "epochs_run": len(history.loss),
                                 "seconds_per_epoch": float(np.mean(history.epoch_seconds))})
-        mlflow.log_metrics(tracking.flat_metrics("test", metrics))
-        memory = peak_memory_mb()
-        mlflow.log_metrics({f"seconds.{k}": v for k, v in seconds.items()}
-                           | {"peak_memory_mb": memory})
+        version, aliases, bundle_dir = None, [], None
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = Path(tmp)
-            (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-            (tmp_path / "dataset.json").write_text(json.dumps(describe(prepared.dataset), indent=2))
-            (tmp_path / "metrics.md").write_text(metrics_table(metrics))
-            _curves_png(model, tmp_path / "curves.png")
-            mlflow.log_artifacts(tmp, artifact_path="report")
-            t = time.perf_counter()
-            bundle = make_bundle(prepared, model, config, metrics)
-            bundle_dir = bundle.save(bundle_out or tmp_path / "bundle")
-            seconds["bundle_and_index"] = time.perf_counter() - t
-            version = aliases = None
-            if register:
+            if register or bundle_out is not None:
+                t = time.perf_counter()
+                bundle = make_bundle(prepared, model, config, metrics)
+                bundle_dir = bundle.save(bundle_out or tmp_path / "bundle")
+                seconds["bundle_and_index"] = time.perf_counter() - t
+            memory = peak_memory_mb()
+            mlflow.log_metrics(tracking.flat_metrics("test", metrics))
+            mlflow.log_metrics({f"seconds.{k}": v for k, v in seconds.items()}
+                               | {"peak_memory_mb": memory})
+            report = tmp_path / "report"
+            report.mkdir()
+            (report / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            (report / "dataset.json").write_text(json.dumps(describe(prepared.dataset), indent=2))
+            (report / "metrics.md").write_text(metrics_table(metrics))
+            _curves_png(model, report / "curves.png")
+            mlflow.log_artifacts(str(report), artifact_path="report")
+            if register and bundle_dir is not None:
                 version = tracking.log_bundle(bundle_dir, names["registered_model"])
                 aliases = _assign_aliases(client, names["registered_model"], version, config,
                                           promote)
@@ -251,7 +270,7 @@ def run_training(
         metrics_out.parent.mkdir(parents=True, exist_ok=True)
         metrics_out.write_text(json.dumps(metrics, indent=2))
     return TrainResult(run.info.run_id, metrics, bundle_out, names["registered_model"], version,
-                       aliases or [], seconds, memory)
+                       aliases, seconds, memory)
 
 
 def _assign_aliases(client, name: str, version: str, config: dict[str, Any], promote: bool):

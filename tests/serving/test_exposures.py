@@ -1,7 +1,9 @@
-"""The exposure writer: one transaction per list, flush ordering, bounded backlog."""
+"""The exposure writer process: one transaction per list, flush ordering, bounded backlog,
+and what happens when the writer dies."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import numpy as np
@@ -19,28 +21,43 @@ def served(request_id: str, n: int) -> ServedList:
 
 
 def test_flush_waits_for_everything_logged_before(tmp_path):
-    store = EventStore(f"sqlite:///{tmp_path / 'ev.db'}")
-    log = ExposureLog(store)
+    url = f"sqlite:///{tmp_path / 'ev.db'}"
+    log = ExposureLog(url)
     for r in range(30):
         log.log(served(f"r{r}", 40))
-    assert log.flush(timeout=30)
-    rows = store.exposures()
+    assert log.flush(timeout=60)
+    with EventStore(url) as store:
+        rows = store.exposures()
     assert len(rows) == 30 * 40
     one = rows[rows.request_id == "r7"]
     assert one["rank"].tolist() == list(range(1, 41))  # ranks start at 1, in list order
     assert one.user_id.tolist() == [f"u{i}" for i in range(40)]
+    assert log.pending_rows == 0 and log.failed_rows == 0
     log.close()
-    store.close()
+    assert log.proc.returncode == 0
 
 
 def test_backlog_is_bounded(tmp_path, monkeypatch):
-    store = EventStore(f"sqlite:///{tmp_path / 'ev.db'}")
+    url = f"sqlite:///{tmp_path / 'ev.db'}"
     monkeypatch.setattr(exposures, "MAX_PENDING_ROWS", 100)
-    log = ExposureLog(store)
+    log = ExposureLog(url)
     log.log(served("big", 101))  # more than the whole backlog may hold
     log.log(served("ok", 10))
-    assert log.flush(timeout=30)
+    assert log.flush(timeout=60)
     assert log.dropped_rows == 101
-    assert set(store.exposures().request_id) == {"ok"}
+    with EventStore(url) as store:
+        assert set(store.exposures().request_id) == {"ok"}
     log.close()
-    store.close()
+
+
+def test_a_dead_writer_is_reported_not_waited_for(tmp_path):
+    log = ExposureLog(f"sqlite:///{tmp_path / 'ev.db'}")
+    log.log(served("queued", 5))  # the writer is still starting: this one is never acked
+    log.proc.kill()
+    start = time.monotonic()
+    assert log.flush(timeout=60) is False
+    assert time.monotonic() - start < 30
+    assert not log.alive
+    log.log(served("lost", 7))
+    assert log.dropped_rows == 7
+    log.close()

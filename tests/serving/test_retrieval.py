@@ -78,6 +78,9 @@ def test_rules_removing_95_percent_still_return_k(flat_bundle):
         assert chosen.users.tolist() == want.tolist()
         assert chosen.removed == removed
         assert len(rule.asked) == len(set(rule.asked))  # nobody judged twice
+        dropped, dropped_scores = chosen.dropped["keep_every"]
+        assert len(dropped) == removed["keep_every"] and not np.isin(dropped, eligible).any()
+        assert np.all(dropped_scores >= chosen.scores[-1])  # all ranked above the last chosen
     # more than exist: every eligible user, best first
     chosen = select_users(b, 3, 150, [KeepEvery(20)])
     assert sorted(chosen.users.tolist()) == eligible.tolist()

@@ -132,3 +132,29 @@ def test_service_never_imports_torch(bundle_dir, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ, "SOCIALREC_BUNDLE_DIR": str(bundle_dir)})
     assert out.stdout.strip() == "False"
+
+
+def test_held_out_users_are_logged_where_they_would_have_ranked(svc):
+    r = svc.push_targets(PushRequest(item_id="i5", campaign_id="held", k=300))
+    svc.exposures.flush()
+    rows = svc.store.exposures()
+    mine = rows[rows.request_id == r.request_id]
+    held = mine[mine.variant == "holdout"]
+    assert len(held) == r.removed["holdout"] > 0
+    assert in_holdout("push-test", 0.1, "held", held.user_id.tolist()).all()
+    assert not set(held.user_id) & set(r.users)
+    for _, row in held.iterrows():  # its rank in the list the holdout did not touch
+        above = (np.asarray(r.scores) > row.score).sum() + (held.score > row.score).sum()
+        assert row["rank"] == above + 1
+    # held-out rows are not pushes: the frequency cap does not count them
+    counts = svc.store.push_counts(held.user_id.tolist()[:5], since=held.ts.min())
+    assert all(n == 0 for n in counts.values())
+
+
+def test_share_exposures_name_the_sharer(svc):
+    r = svc.share_partners(ShareRequest(user_id="u20", item_id="i4", k=4))
+    svc.exposures.flush()
+    rows = svc.store.exposures()
+    mine = rows[rows.request_id == r.request_id].sort_values("rank")
+    assert set(mine.user_id) == {"u20"} and set(mine.unit_id) == {"u20"}
+    assert mine.score.tolist() == pytest.approx([p.score for p in r.partners])
