@@ -177,6 +177,7 @@ def main() -> None:
     ap.add_argument("--no-append", action="store_true", help="print only; leave RESULTS.md")
     args = ap.parse_args()
 
+    load_before = os.getloadavg()[0]  # other work on the machine skews every figure
     faiss.omp_set_num_threads(1)  # as in the service: one thread per request
     t = time.perf_counter()
     bundle = random_bundle(n_users=args.users, n_items=args.items, dim=args.dim, seed=args.seed,
@@ -232,8 +233,8 @@ def main() -> None:
         f"items, dim {args.dim}, user index {bundle.meta['index']['user']['type']} "
         f"(built in {built:.1f} s); service: 1 worker, {args.threads} threads, access log off, "
         f"exposures logged to SQLite; client and server on one machine "
-        f"({platform.machine()}, {os.cpu_count()} CPUs, load average before the run "
-        f"{os.getloadavg()[0]:.1f}).\n"
+        f"({platform.machine()}, {os.cpu_count()} CPUs, 1-min load average {load_before:.1f} "
+        f"before the run, {os.getloadavg()[0]:.1f} after).\n"
         f"Raw = the same queries without the service, one at a time in-process (FAISS "
         f"search of k users for the item; for share partners the scoring function).\n"
     )

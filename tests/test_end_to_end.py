@@ -84,7 +84,8 @@ def bundle(trained, workdir: Path) -> ModelBundle:
 @pytest.fixture(scope="module")
 def server(trained, config_file: Path, workdir: Path):
     port = free_port()
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+           "SOCIALREC_CACHE_DIR": str(workdir / "bundle-cache")}
     env.pop("MLFLOW_TRACKING_URI", None)
     log = open(workdir / "server.log", "w")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(

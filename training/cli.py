@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from socialrec.training.cli_ab import ab_app
-from socialrec.training.config import ConfigError, load_config
+from socialrec.training.config import PROJECT_ROOT, ConfigError, load_config
 
 app = typer.Typer(help="socialrec: social e-commerce recommendation and targeted push.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -172,7 +172,11 @@ def serve(
     env.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri(cfg))
     env.setdefault("SOCIALREC_MODEL", cfg["serving"]["model"])
     env.setdefault("SOCIALREC_ALIAS", cfg["serving"]["alias"])
-    env.setdefault("SOCIALREC_EVENT_STORE", cfg["serving"]["event_store"])
+    env.setdefault("SOCIALREC_EVENT_STORE", tracking.anchored_sqlite(cfg["serving"]["event_store"]))
+    if cfg["serving"].get("experiments"):
+        experiments = Path(cfg["serving"]["experiments"])
+        env.setdefault("SOCIALREC_EXPERIMENTS",
+                       str(experiments if experiments.is_absolute() else PROJECT_ROOT / experiments))
     cmd = [sys.executable, "-m", "bentoml", "serve", "socialrec.serving.service:SocialRec",
            "--host", host, "--port", str(port)]
     raise typer.Exit(subprocess.call(cmd, env=env))
@@ -211,6 +215,7 @@ def push(
     from socialrec.features.events import EventStore
     from socialrec.serving.retrieval import push_targets
     from socialrec.serving.schemas import FrequencyCapRule, PushRules
+    from socialrec.training import tracking
 
     cfg = _config(config, set_)
     bundle, version = _registry_bundle(cfg, alias)
@@ -218,8 +223,10 @@ def push(
                                                             window_hours=window_hours)
     rules = PushRules(exclude_buyers=exclude_buyers, respect_opt_out=respect_opt_out,
                       frequency_cap=cap, holdout=False)
-    store = EventStore(os.environ.get("SOCIALREC_EVENT_STORE", cfg["serving"]["event_store"])) \
-        if cap is not None else None
+    store = None
+    if cap is not None:
+        store = EventStore(os.environ.get("SOCIALREC_EVENT_STORE")
+                           or tracking.anchored_sqlite(cfg["serving"]["event_store"]))
     t = time.perf_counter()
     try:
         result = push_targets(bundle, item, k, rules, store)

@@ -19,13 +19,18 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 PIP_REQUIREMENTS = ["socialrec", "numpy", "scipy", "pandas", "faiss-cpu"]
 
 
-def tracking_uri(config: dict[str, Any]) -> str:
-    """The configured URI with a relative SQLite path anchored at the project directory."""
-    uri = config["tracking"]["uri"]
+def anchored_sqlite(uri: str) -> str:
+    """A relative ``sqlite:///x.db`` URL anchored at the project directory (others unchanged), so
+    that every command finds the same file whatever its working directory."""
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         return prefix + str(PROJECT_ROOT / uri[len(prefix):])
     return uri
+
+
+def tracking_uri(config: dict[str, Any]) -> str:
+    """The configured tracking URI, a relative SQLite path anchored at the project directory."""
+    return anchored_sqlite(config["tracking"]["uri"])
 
 
 def artifact_location(config: dict[str, Any]) -> str:
