@@ -18,8 +18,14 @@ from socialrec.features.tables import Dataset
 
 #: Default edge weight per event kind (configs/defaults.yaml `graph.event_weights` overrides).
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
-    "view": 0.5, "click": 1.0, "cart": 2.0, "purchase": 4.0, "rate": 1.0,
-    "share": 3.0, "join": 4.0, "push_open": 1.0,
+    "view": 0.5,
+    "click": 1.0,
+    "cart": 2.0,
+    "purchase": 4.0,
+    "rate": 1.0,
+    "share": 3.0,
+    "join": 4.0,
+    "push_open": 1.0,
 }
 
 
@@ -28,8 +34,9 @@ class GraphData:
     """Everything a model needs to fit, in internal ids.
 
     ``train`` is the weighted user×item matrix of training events (duplicates summed); ``valid`` and
-    ``test`` are binary user×item targets; ``social`` is the user×user matrix of tie weights built from
-    training-period social edges only (symmetrised when the source is symmetric); ``purchases`` holds
+    ``test`` are binary user×item targets; ``social`` is the user×user matrix of tie weights
+    built from training-period social edges only (symmetrised when the source is symmetric);
+    ``purchases`` holds
     training purchases (the "already bought" rule); ``shares_*`` are share records in internal ids
     (columns sharer, item, recipient, ts, joined).
     """
@@ -74,7 +81,9 @@ def build_id_maps(dataset: Dataset) -> tuple[IdMap, IdMap]:
     return users, items
 
 
-def _matrix(df: pd.DataFrame, users: IdMap, items: IdMap, weights: np.ndarray | None) -> sp.csr_matrix:
+def _matrix(
+    df: pd.DataFrame, users: IdMap, items: IdMap, weights: np.ndarray | None
+) -> sp.csr_matrix:
     rows = users.to_index_series(df["user_id"])
     cols = items.to_index_series(df["item_id"])
     data = np.ones(len(df), dtype=np.float32) if weights is None else weights.astype(np.float32)
@@ -90,7 +99,7 @@ def _binary(m: sp.csr_matrix) -> sp.csr_matrix:
 
 
 def social_matrix(social: pd.DataFrame, users: IdMap, symmetric: bool) -> sp.csr_matrix:
-    """User×user tie weights from social edges; self-loops dropped, duplicates keep the max weight."""
+    """User×user tie weights from social edges; self-loops dropped, duplicates averaged."""
     src = users.to_index_series(social["src"])
     dst = users.to_index_series(social["dst"])
     w = social["weight"].fillna(1.0).to_numpy(dtype=np.float32)
@@ -109,13 +118,15 @@ def social_matrix(social: pd.DataFrame, users: IdMap, symmetric: bool) -> sp.csr
 
 
 def encode_shares(shares: pd.DataFrame, users: IdMap, items: IdMap) -> pd.DataFrame:
-    return pd.DataFrame({
-        "sharer": users.to_index_series(shares["sharer_id"]),
-        "item": items.to_index_series(shares["item_id"]),
-        "recipient": users.to_index_series(shares["recipient_id"]),
-        "ts": shares["ts"].astype("Int64"),
-        "joined": shares["joined"].astype(bool),
-    })
+    return pd.DataFrame(
+        {
+            "sharer": users.to_index_series(shares["sharer_id"]),
+            "item": items.to_index_series(shares["item_id"]),
+            "recipient": users.to_index_series(shares["recipient_id"]),
+            "ts": shares["ts"].astype("Int64"),
+            "joined": shares["joined"].astype(bool),
+        }
+    )
 
 
 def build_graph(
@@ -124,7 +135,7 @@ def build_graph(
     event_weights: dict[str, float] | None = None,
     id_maps: tuple[IdMap, IdMap] | None = None,
 ) -> GraphData:
-    """Encode ``split`` of ``dataset``. Pass ``id_maps`` from a previous model to keep ids stable."""
+    """Encode ``split`` of ``dataset``; ``id_maps`` of a previous model keep ids stable."""
     weights = {**DEFAULT_EVENT_WEIGHTS, **(event_weights or {})}
     if id_maps is None:
         users, items = build_id_maps(dataset)

@@ -1,4 +1,4 @@
-"""String ids <-> dense internal ints, stable across retrains (new ids are appended, never renumbered)."""
+"""String ids <-> dense ints, stable across retrains (new ids are appended, never renumbered)."""
 
 from __future__ import annotations
 

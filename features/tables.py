@@ -1,6 +1,7 @@
-"""The canonical tables every source format is converted into (DESIGN.md, "The canonical data model").
+"""The canonical tables every source format is converted into (DESIGN.md, "canonical data model").
 
-A :class:`Dataset` is a handful of pandas DataFrames with fixed columns and dtypes. Loaders build one,
+A :class:`Dataset` is a handful of pandas DataFrames with fixed columns and dtypes. Loaders build
+one,
 :func:`validate` checks it, splits cut it, and graph building encodes it with :class:`IdMap` s.
 External ids are always strings.
 """
@@ -14,21 +15,43 @@ import pandas as pd
 #: Event kinds an interaction can have, with the default edge weight each gets in the graph
 #: (a purchase says more about taste than a view). configs/defaults.yaml can override them.
 EVENT_TYPES: tuple[str, ...] = (
-    "view", "click", "cart", "purchase", "rate", "share", "join", "push_open",
+    "view",
+    "click",
+    "cart",
+    "purchase",
+    "rate",
+    "share",
+    "join",
+    "push_open",
 )
 
-#: Columns and pandas dtypes of each table. ``ts`` is Unix seconds (nullable: some sources have none);
+#: Columns and pandas dtypes of each table. ``ts`` is Unix seconds (nullable: some sources have
+#: none);
 #: a source whose timestamps are coarse periods stores the period number.
-INTERACTIONS = {"user_id": "string", "item_id": "string", "event": "string", "ts": "Int64",
-                "value": "float64"}
+INTERACTIONS = {
+    "user_id": "string",
+    "item_id": "string",
+    "event": "string",
+    "ts": "Int64",
+    "value": "float64",
+}
 SOCIAL = {"src": "string", "dst": "string", "weight": "float64", "ts": "Int64"}
-SHARES = {"sharer_id": "string", "item_id": "string", "recipient_id": "string", "ts": "Int64",
-          "joined": "bool"}
+SHARES = {
+    "sharer_id": "string",
+    "item_id": "string",
+    "recipient_id": "string",
+    "ts": "Int64",
+    "joined": "bool",
+}
 ITEMS = {"item_id": "string", "category": "string", "price": "float64"}
 USERS = {"user_id": "string", "push_opt_in": "bool"}
 
 SCHEMAS: dict[str, dict[str, str]] = {
-    "interactions": INTERACTIONS, "social": SOCIAL, "shares": SHARES, "items": ITEMS, "users": USERS,
+    "interactions": INTERACTIONS,
+    "social": SOCIAL,
+    "shares": SHARES,
+    "items": ITEMS,
+    "users": USERS,
 }
 
 
@@ -38,7 +61,7 @@ def empty(table: str) -> pd.DataFrame:
 
 
 def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
-    """Return ``df`` with exactly the canonical columns of ``table``, in order and with their dtypes.
+    """Return ``df`` with exactly the canonical columns of ``table``, in order, with their dtypes.
 
     Optional columns that are missing are filled with nulls (``weight`` with 1.0, ``joined`` with
     False, ``push_opt_in`` with True); extra columns of ``items`` / ``users`` are kept after them as
@@ -49,7 +72,9 @@ def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
     out = {}
     for col, dtype in schema.items():
         if col in df.columns:
-            out[col] = df[col].astype(dtype) if dtype != "string" else df[col].astype(str).astype(dtype)
+            out[col] = (
+                df[col].astype(dtype) if dtype != "string" else df[col].astype(str).astype(dtype)
+            )
         else:
             # float columns take NaN (pandas refuses pd.NA in a float64 Series)
             fill = defaults.get(col, float("nan") if dtype == "float64" else pd.NA)
@@ -89,7 +114,7 @@ class Dataset:
 
 @dataclass
 class ValidationReport:
-    """What a loader refused or dropped, counted by reason, per file. Nothing is dropped silently."""
+    """What a loader refused or dropped, counted by reason, per file (nothing dropped silently)."""
 
     refused: dict[str, dict[str, int]] = field(default_factory=dict)  # file -> reason -> rows
     examples: dict[str, list[str]] = field(default_factory=dict)  # file -> a few messages

@@ -47,9 +47,13 @@ class Recommender(ABC):
         from socialrec.evaluation.topk import topk_scores
 
         user_emb, item_emb = self.embeddings()
-        return topk_scores(user_emb[np.asarray(users)], item_emb, k,
-                           exclude=None if exclude is None else exclude[np.asarray(users)],
-                           candidates=items)
+        return topk_scores(
+            user_emb[np.asarray(users)],
+            item_emb,
+            k,
+            exclude=None if exclude is None else exclude[np.asarray(users)],
+            candidates=items,
+        )
 
     def save(self, path: str | Path) -> None:
         user_emb, item_emb = self.embeddings()

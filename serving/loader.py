@@ -33,7 +33,7 @@ from typing import Protocol
 import yaml
 
 from socialrec.models.bundle import ModelBundle
-from socialrec.serving.share import check_ranker
+from socialrec.serving.share import prepare_share
 
 log = logging.getLogger("socialrec.serving")
 
@@ -57,10 +57,11 @@ class BundleSource(Protocol):
 
 
 def prepare(bundle: ModelBundle, where: str) -> ModelBundle:
-    """Make a loaded bundle servable: check its share ranker, index it if it came without
-    indexes (a bundle saved before index building)."""
-    if bundle.share_ranker is not None:
-        bundle.share_ranker = check_ranker(bundle.share_ranker, f"{where}/share_ranker.json")
+    """Make a loaded bundle servable: parse its share ranker and build the share-partner
+    features' context once (serving/share.py; a ValueError names an unusable
+    share_ranker.json), index it if it came without indexes (a bundle saved before index
+    building)."""
+    prepare_share(bundle, where)
     if bundle.user_index is None or bundle.item_index is None:
         from socialrec.training.index import build_indexes  # torch-free (see its docstring)
 

@@ -89,7 +89,8 @@ class SharePartner(BaseModel):
     user_id: str
     score: float
     hop: int
-    parts: dict[str, float] = Field(description="the features the score combines")
+    parts: dict[str, float] = Field(
+        description="raw values of the main features the score combines (serving/share.py)")
     reason: str
 
 
@@ -97,7 +98,8 @@ class ShareResponse(Served):
     partners: list[SharePartner]
     item_fallback: Literal["category", "popularity"] | None = Field(
         description="how the item was represented when the model does not know it")
-    reason: str | None = Field(None, description="why the list is empty, when it is")
+    reason: str | None = Field(
+        None, description="why the list is empty, or why the default ranking answered")
 
 
 # -- recommend -----------------------------------------------------------------------------------

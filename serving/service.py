@@ -25,7 +25,10 @@ violations 400 from BentoML's validation), never a 500.
 Fallbacks: an unknown user on /recommend gets popular items (``strategy: popular``); a user
 known only through the social graph gets their friends' favourites; an unknown item on
 /share_partners is represented by its category (if the request names one the model knows) or by
-the popularity-weighted mean item, and the response's ``item_fallback`` says which.
+the popularity-weighted mean item, and the response's ``item_fallback`` says which. Share
+partners are ranked by the bundle's learned share ranker (``strategy: share_ranker``); a bundle
+without one, or without share history, ranks friends by tie strength then affinity
+(``strategy: share_default:tie_strength,affinity``, and ``reason`` says why): serving/share.py.
 
 Never imports torch: numpy, FAISS, scipy, pydantic, BentoML and the MLflow client only.
 """
@@ -70,7 +73,7 @@ from socialrec.serving.schemas import (
     ShareRequest,
     ShareResponse,
 )
-from socialrec.serving.share import DEFAULT_RANKER, item_vector, rank_partners
+from socialrec.serving.share import item_vector, rank_partners, share_model
 
 log = logging.getLogger("socialrec.serving")
 
@@ -318,23 +321,24 @@ class SocialRec:
                                "a user id of the model's social graph")
         item = bundle.items.get(req.item_id)
         vec, fallback = item_vector(bundle, item, req.category)
-        ranker = bundle.share_ranker or DEFAULT_RANKER
-        strategy = f"share_ranker:{ranker.get('name', 'learned')}"
-        if fallback:
-            strategy += f"+item_{fallback}"
-        found = rank_partners(bundle, sharer, vec, item, req.k, req.hops, ranker)
+        model = share_model(bundle)  # built when the bundle was loaded
+        strategy = model.strategy + (f"+item_{fallback}" if fallback else "")
+        found = rank_partners(bundle, sharer, vec, item, req.k, req.hops)
         served = route.served(strategy)
         friend_ids = bundle.users.to_ids(found.users)
         partners = [
             SharePartner(user_id=f, score=float(found.scores[i]), hop=int(found.hop[i]),
-                         parts={n: float(v[i]) for n, v in found.features.items()},
+                         parts={n: float(v[i]) for n, v in found.parts.items()},
                          reason=found.reasons[i])
             for i, f in enumerate(friend_ids)
         ]
-        reason = None
         if not partners:
             reason = ("the sharer has no friends in the social graph" if req.hops == 1
                       else "the sharer has no friends or friends of friends in the social graph")
+        elif model.ranker is None:
+            reason = f"default ranking (tie strength, then affinity): {model.why_default}"
+        else:
+            reason = None
         if partners:
             # The event store's contract: user_id is the requesting user (the sharer), one row
             # per rank; a friend's join then counts for the sharer's request.

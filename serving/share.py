@@ -1,153 +1,135 @@
-"""Share-partner scoring: "this user shares this item — which friends should receive it?"
+"""Share partners for the service: "this user shares this item — which friends should get it?"
 
-Pure numpy / scipy functions over a :class:`ModelBundle`, shared by the service and the
-share-ranker's training and evaluation (models/), so that what is trained is what is served.
+The candidates, the features and the learned model are those of models/share_ranker.py, the one
+place they are computed, so what is trained and evaluated offline is what is served. This module
+adds only what serving needs around them:
 
-Candidates are the sharer's friends (out-edges of ``bundle.social``), optionally friends of
-friends (``hops=2``). Each candidate gets the features :data:`FEATURES`:
+- :class:`ShareModel`: the bundle's :class:`ShareContext` and :class:`ShareRanker`, built once
+  per loaded bundle (serving/loader.py ``prepare`` builds it; :func:`share_model` finds it again);
+- :func:`rank_partners`: one sharer's candidates (1 or 2 hops), their features, the ranking, and
+  for each returned friend the ``parts`` (raw feature values of :data:`PARTS`) and a ``reason``
+  (the features adding most to the score: weight × standardised value);
+- the default ranking, when the bundle cannot use the learned one (no ``share_ranker.json``:
+  a dataset without share records; no ``share_counts.npz`` / ``share_joins.npz``: a bundle from
+  before they existed): friends by tie strength, then by affinity with the item, both of which
+  every bundle has. The history parts (``past_shares``, ``past_joins``,
+  ``friend_responsiveness``) then come from an empty share history;
+- :func:`item_vector`: the stand-in for an item the model does not know (its category's mean
+  item, else the popularity-weighted mean item).
 
-``affinity``        friend embedding · item embedding (the friend's predicted interest)
-``tie_strength``    ``bundle.social[sharer, friend]``; for a friend of a friend, the strongest
-                    two-step path ``max_m w(s, m) · w(m, f)``
-``past_joins``      how many of this sharer's past shares the friend joined (from the optional
-                    ``bundle.share_joins``, a sharer × recipient CSR; 0 when the bundle has none)
-``mutual_friends``  friends the sharer and the candidate have in common
-``already_bought``  1 when the friend already bought the item (they need no share)
-``two_hop``         1 for a friend of a friend
-
-The score is a logistic model ``sigmoid(bias + Σ weight_f · feature_f)`` with the weights of
-``bundle.share_ranker`` (``{"features": [...], "weights": [...], "bias": b}``, learned by the
-share-ranker on real share / group-buy records) when the bundle has one, else
-:data:`DEFAULT_RANKER`: interest and tie strength count alike, past joins and mutual friends add,
-a friend who already bought the item or is two hops away is pushed down.
+Scores: the learned ranker's score is its conditional-logit utility ``bias + Σ weight_f · z_f``
+(among one sharer's candidates, the chance a friend is the recipient is the softmax of these);
+the default ranking's score is the tie strength.
 """
 
 from __future__ import annotations
 
+import copy
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.special import expit
 
 from socialrec.models.bundle import ModelBundle
-from socialrec.serving.rules import buyers
-
-FEATURES: tuple[str, ...] = (
-    "affinity", "tie_strength", "past_joins", "mutual_friends", "already_bought", "two_hop",
+from socialrec.models.share_ranker import (
+    FEATURES,
+    ShareContext,
+    ShareRanker,
+    candidates,
+    share_features,
 )
 
-DEFAULT_RANKER: dict[str, Any] = {
-    "name": "default",
-    "features": list(FEATURES),
-    "weights": [1.0, 1.0, 0.5, 0.1, -2.0, -0.5],
-    "bias": 0.0,
+#: The raw feature values each partner carries as ``parts`` (what a marketing UI shows).
+#: ``past_shares`` / ``past_joins`` are ``log1p`` counts, as the ranker reads them.
+PARTS: tuple[str, ...] = (
+    "tie_strength", "affinity", "past_shares", "past_joins", "friend_responsiveness",
+    "adamic_adar",
+)
+LEARNED = "share_ranker"
+DEFAULT = "share_default:tie_strength,affinity"
+#: Features named in a partner's reason, at most.
+REASONS_SHOWN = 2
+
+_COL = {name: k for k, name in enumerate(FEATURES)}
+
+
+def _count(v: float) -> int:
+    return round(float(np.expm1(v)))  # the history features are log1p counts
+
+
+#: How a feature reads in a reason, given the partner's raw feature values.
+_PHRASES: dict[str, Callable[[dict[str, float]], str]] = {
+    "affinity": lambda r: "likely interested in this item",
+    "sharer_similarity": lambda r: "has tastes like yours",
+    "tie_strength": lambda r: f"a close tie (strength {r['tie_strength']:.2f})",
+    "past_shares": lambda r: f"you shared with them {_count(r['past_shares'])} times",
+    "past_joins": lambda r: f"joined {_count(r['past_joins'])} of your past shares",
+    "reverse_shares": lambda r: f"shared with you {_count(r['reverse_shares'])} times",
+    "adamic_adar": lambda r: "many friends in common",
+    "co_interactions": lambda r: f"{_count(r['co_interactions'])} products in common with you",
+    "friend_popularity": lambda r: "receives many shares",
+    "friend_responsiveness": lambda r: (f"often acts on shares (join rate "
+                                        f"{r['friend_responsiveness']:.0%})"),
+    "two_hop": lambda r: "a friend of a friend",
 }
 
-#: Phrases of the reason string, for the feature that contributes most to a partner's score.
-_REASONS = {
-    "affinity": "likely interested in this item",
-    "tie_strength": "a close tie of yours",
-    "past_joins": "joined your past shares",
-    "mutual_friends": "shares many friends with you",
-}
+
+@dataclass(frozen=True)
+class ShareModel:
+    """What ``/share_partners`` needs from one bundle: the feature context, and the learned
+    ranker or (``ranker`` None) why the default ranking answers instead."""
+
+    context: ShareContext
+    ranker: ShareRanker | None
+    why_default: str | None
+
+    @property
+    def strategy(self) -> str:
+        return LEARNED if self.ranker is not None else DEFAULT
+
+    @classmethod
+    def from_bundle(cls, bundle: ModelBundle, where: str = "bundle") -> ShareModel:
+        """Parse the bundle's share ranker (ValueError naming ``where``/share_ranker.json if it
+        is unusable) and build its context."""
+        ranker = None
+        if bundle.share_ranker is not None:
+            ranker = ShareRanker.from_dict(bundle.share_ranker, f"{where}/share_ranker.json")
+        missing = [f"{name}.npz" for name in ("share_counts", "share_joins")
+                   if getattr(bundle, name) is None]
+        if missing:
+            n = len(bundle.users)
+            empty = sp.csr_matrix((n, n), dtype=np.float32)
+            context = ShareContext(bundle.user_emb, bundle.item_emb, bundle.social, empty, empty,
+                                   bundle.seen)
+            why = f"the bundle has no share history ({', '.join(missing)})"
+            return cls(context, None, why)
+        context = ShareContext.from_bundle(bundle)
+        if ranker is None:
+            return cls(context, None, "the bundle has no share_ranker.json (no share records "
+                                      "to learn it from)")
+        return cls(context, ranker, None)
 
 
-def check_ranker(ranker: dict[str, Any], where: str = "share_ranker") -> dict[str, Any]:
-    """``ranker`` if it is a usable logistic model over known features; else ValueError."""
-    try:
-        names, weights, bias = ranker["features"], ranker["weights"], float(ranker["bias"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: expected {{'features': [...], 'weights': [...], 'bias': b}}, "
-                         f"got {ranker!r}") from exc
-    unknown = [f for f in names if f not in FEATURES]
-    if unknown:
-        raise ValueError(f"{where}: unknown features {unknown}; expected some of {FEATURES}")
-    if len(names) != len(weights):
-        raise ValueError(f"{where}: {len(names)} features but {len(weights)} weights")
-    return {**ranker, "features": list(names), "weights": [float(w) for w in weights],
-            "bias": bias}
+#: id(bundle) -> its ShareModel; an entry goes when its bundle is garbage-collected.
+_MODELS: dict[int, ShareModel] = {}
 
 
-def _row(m: sp.csr_matrix, i: int) -> tuple[np.ndarray, np.ndarray]:
-    lo, hi = m.indptr[i], m.indptr[i + 1]
-    return m.indices[lo:hi], m.data[lo:hi]
+def prepare_share(bundle: ModelBundle, where: str = "bundle") -> ShareModel:
+    """Build the bundle's :class:`ShareModel` and keep it for :func:`share_model`. A bundle is
+    read-only once served: replacing its arrays would leave this one stale."""
+    model = ShareModel.from_bundle(bundle, where)
+    key = id(bundle)
+    _MODELS[key] = model
+    weakref.finalize(bundle, _MODELS.pop, key, None)
+    return model
 
 
-def candidates(bundle: ModelBundle, sharer: int, hops: int = 1
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(users, hop, tie_strength)`` of the sharer's friends (and friends of friends)."""
-    friends, w = _row(bundle.social, sharer)
-    keep = friends != sharer
-    friends, w = friends[keep], w[keep].astype(np.float32)
-    hop = np.ones(len(friends), dtype=np.int8)
-    if hops < 2 or len(friends) == 0:
-        return friends, hop, w
-    # Strongest two-step path to each friend of a friend: scale each friend's row by the
-    # sharer's tie to that friend, then take the column maximum.
-    paths = sp.diags(w) @ bundle.social[friends]
-    best = np.asarray(paths.max(axis=0).todense()).ravel()
-    second = np.flatnonzero(best > 0)
-    second = second[~np.isin(second, friends) & (second != sharer)]
-    return (np.concatenate([friends, second]),
-            np.concatenate([hop, np.full(len(second), 2, dtype=np.int8)]),
-            np.concatenate([w, best[second].astype(np.float32)]))
-
-
-def features(bundle: ModelBundle, sharer: int, users: np.ndarray, hop: np.ndarray,
-             tie: np.ndarray, item_vec: np.ndarray, item: int | None) -> dict[str, np.ndarray]:
-    """The :data:`FEATURES` of each candidate ``users`` (``item`` None: an unknown item)."""
-    affinity = bundle.user_emb[users] @ item_vec.astype(np.float32, copy=False)
-    friends, _ = _row(bundle.social, sharer)
-    mutual = (bundle.social[users][:, friends].getnnz(axis=1).astype(np.float32)
-              if len(friends) else np.zeros(len(users), dtype=np.float32))
-    joins = getattr(bundle, "share_joins", None)
-    past = (np.asarray(joins[sharer][:, users].todense(), dtype=np.float32).ravel()
-            if joins is not None else np.zeros(len(users), dtype=np.float32))
-    bought = (np.isin(users, buyers(bundle, item)) if item is not None
-              else np.zeros(len(users), dtype=bool))
-    return {
-        "affinity": affinity.astype(np.float32),
-        "tie_strength": tie.astype(np.float32),
-        "past_joins": past,
-        "mutual_friends": mutual,
-        "already_bought": bought.astype(np.float32),
-        "two_hop": (hop == 2).astype(np.float32),
-    }
-
-
-def scores(feats: dict[str, np.ndarray], ranker: dict[str, Any] | None = None) -> np.ndarray:
-    """``sigmoid(bias + Σ w_f · feats[f])`` for the ranker's features (default: DEFAULT_RANKER)."""
-    r = ranker or DEFAULT_RANKER
-    z = np.full(len(next(iter(feats.values()))), float(r["bias"]), dtype=np.float64)
-    for name, w in zip(r["features"], r["weights"], strict=True):
-        z += float(w) * feats[name]
-    return expit(z)
-
-
-def reasons(feats: dict[str, np.ndarray], ranker: dict[str, Any] | None = None) -> list[str]:
-    """A short why per candidate: the feature adding most to its score."""
-    r = ranker or DEFAULT_RANKER
-    named = [(n, w) for n, w in zip(r["features"], r["weights"], strict=True) if n in _REASONS]
-    if not named:
-        return ["ranked by the share model"] * len(next(iter(feats.values())))
-    contrib = np.stack([w * feats[n] for n, w in named])
-    best = contrib.argmax(axis=0)
-    out = []
-    for i, b in enumerate(best):
-        name = named[b][0]
-        if contrib[b, i] <= 0:
-            out.append("no strong signal; ranked by the share model")
-        elif name == "past_joins":
-            out.append(f"joined {int(feats['past_joins'][i])} of your past shares")
-        elif name == "mutual_friends":
-            out.append(f"{int(feats['mutual_friends'][i])} mutual friends")
-        elif name == "tie_strength":
-            out.append(f"{_REASONS[name]} (tie {feats['tie_strength'][i]:.2f})")
-        else:
-            out.append(_REASONS[name])
-    return out
+def share_model(bundle: ModelBundle) -> ShareModel:
+    """The bundle's :class:`ShareModel`: the one its loader built, or built now (a bundle made
+    in-process, as by serving/demo.py)."""
+    return _MODELS.get(id(bundle)) or prepare_share(bundle)
 
 
 @dataclass
@@ -155,24 +137,53 @@ class Partners:
     users: np.ndarray
     scores: np.ndarray
     hop: np.ndarray
-    features: dict[str, np.ndarray]  # aligned with users
+    parts: dict[str, np.ndarray]  # PARTS, aligned with users
     reasons: list[str]
 
 
 def rank_partners(bundle: ModelBundle, sharer: int, item_vec: np.ndarray, item: int | None,
-                  k: int, hops: int = 1, ranker: dict[str, Any] | None = None) -> Partners:
-    """The ``k`` best share partners of ``sharer`` for an item (internal id ``item`` or None),
-    represented by ``item_vec``; ``ranker`` defaults to ``bundle.share_ranker``."""
-    ranker = ranker or bundle.share_ranker or DEFAULT_RANKER
-    users, hop, tie = candidates(bundle, sharer, hops)
-    if len(users) == 0:
-        empty = {f: np.zeros(0, dtype=np.float32) for f in FEATURES}
-        return Partners(users, np.zeros(0), hop, empty, [])
-    feats = features(bundle, sharer, users, hop, tie, item_vec, item)
-    s = scores(feats, ranker)
-    top = np.lexsort((users, -s))[:k]  # score descending, user id breaks ties
-    chosen = {f: v[top] for f, v in feats.items()}
-    return Partners(users[top], s[top], hop[top], chosen, reasons(chosen, ranker))
+                  k: int, hops: int = 1) -> Partners:
+    """The ``k`` best share partners of ``sharer`` for the item with internal id ``item``, or,
+    when ``item`` is None (unknown to the model), for the item that ``item_vec`` stands for."""
+    model = share_model(bundle)
+    ctx = model.context
+    cands = candidates(ctx.social, np.array([sharer]), hops)[0]
+    if len(cands) == 0:
+        empty = np.zeros(0)
+        return Partners(cands, empty, empty.astype(np.int8), {p: empty for p in PARTS}, [])
+    if item is None:
+        # Item 0 of a context whose only item is the stand-in: a shallow copy, so the matrices
+        # are shared and nothing is rebuilt.
+        ctx = copy.copy(ctx)
+        ctx.item_emb = np.asarray(item_vec, dtype=np.float32).reshape(1, -1)
+        item = 0
+    x = share_features(ctx, np.array([sharer]), np.array([item]), [cands])
+    if model.ranker is not None:
+        scores = model.ranker.decision(x)
+        top = np.lexsort((cands, -scores))[:k]  # score descending, user id breaks ties
+        reasons = _learned_reasons(model.ranker, x[top])
+    else:
+        scores = x[:, _COL["tie_strength"]]
+        top = np.lexsort((cands, -x[:, _COL["affinity"]], -scores))[:k]
+        reasons = [f"ranked by tie strength ({t:.2f}), then interest in the item"
+                   for t in scores[top]]
+    hop = np.where(x[top, _COL["two_hop"]] > 0, 2, 1).astype(np.int8)
+    parts = {p: x[top, _COL[p]] for p in PARTS}
+    return Partners(cands[top], scores[top], hop, parts, reasons)
+
+
+def _learned_reasons(ranker: ShareRanker, x: np.ndarray) -> list[str]:
+    """Per row of ``x`` (full feature rows): the features with the largest positive
+    contributions ``weight × standardised value``, in words."""
+    cols = [_COL[f] for f in ranker.features]
+    contrib = (x[:, cols] - ranker.mean) / ranker.std * ranker.weights
+    out = []
+    for row, c in zip(x, contrib, strict=True):
+        raw = dict(zip(FEATURES, row, strict=True))
+        best = [j for j in np.argsort(-c, kind="stable")[:REASONS_SHOWN] if c[j] > 0]
+        out.append("; ".join(_PHRASES[ranker.features[j]](raw) for j in best)
+                   or "no strong signal; ranked by the share model")
+    return out
 
 
 def item_vector(bundle: ModelBundle, item: int | None, category: str | None = None

@@ -1,4 +1,4 @@
-"""The whole path of `make demo` at toy size: CLI train → MLflow registry → `socialrec serve` → HTTP.
+"""The path of `make demo` at toy size: CLI train → MLflow registry → `socialrec serve` → HTTP.
 
 Trains a tiny social GNN on a small synthetic world, registers it with alias ``champion`` in a real
 SQLite MLflow store, starts the real BentoML server (which resolves the alias itself) on a free
@@ -48,7 +48,8 @@ dataset:
 split: {{method: random_ratio, ratios: [0.8, 0.1, 0.1]}}
 model:
   name: socialgnn
-  socialgnn: {{embedding_dim: 16, num_layers: 2, epochs: 8, patience: 3, batch_size: 1024, lr: 0.01}}
+  socialgnn:
+    {{embedding_dim: 16, num_layers: 2, epochs: 8, patience: 3, batch_size: 1024, lr: 0.01}}
 tracking:
   uri: sqlite:///{workdir}/mlruns.db
   artifact_root: {workdir}/mlruns
@@ -65,9 +66,20 @@ def trained(config_file: Path, workdir: Path) -> dict:
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "socialrec.training.cli", "train", "--config", str(config_file),
-         "--metrics-out", str(metrics_out)],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "socialrec.training.cli",
+            "train",
+            "--config",
+            str(config_file),
+            "--metrics-out",
+            str(metrics_out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(metrics_out.read_text())
@@ -76,22 +88,37 @@ def trained(config_file: Path, workdir: Path) -> dict:
 @pytest.fixture(scope="module")
 def bundle(trained, workdir: Path) -> ModelBundle:
     mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlruns.db")
-    local = mlflow.artifacts.download_artifacts("models:/socialrec-tiny@champion",
-                                                dst_path=str(workdir / "download"))
+    local = mlflow.artifacts.download_artifacts(
+        "models:/socialrec-tiny@champion", dst_path=str(workdir / "download")
+    )
     return ModelBundle.load(Path(local) / "artifacts" / "bundle")
 
 
 @pytest.fixture(scope="module")
 def server(trained, config_file: Path, workdir: Path):
     port = free_port()
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
-           "SOCIALREC_CACHE_DIR": str(workdir / "bundle-cache")}
+    env = {
+        **os.environ,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "SOCIALREC_CACHE_DIR": str(workdir / "bundle-cache"),
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     log = open(workdir / "server.log", "w")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(
-        [sys.executable, "-m", "socialrec.training.cli", "serve", "--config", str(config_file),
-         "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "socialrec.training.cli",
+            "serve",
+            "--config",
+            str(config_file),
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -159,8 +186,10 @@ def test_share_partners_are_friends_of_the_sharer(server, bundle):
     sharer = int(np.argmax(degree))
     friends = set(bundle.users.to_ids(bundle.social[sharer].indices))
     item_id = bundle.items.to_ids([0])[0]
-    r = httpx.post(f"{server}/share_partners",
-                   json={"user_id": bundle.users.to_ids([sharer])[0], "item_id": item_id, "k": 5})
+    r = httpx.post(
+        f"{server}/share_partners",
+        json={"user_id": bundle.users.to_ids([sharer])[0], "item_id": item_id, "k": 5},
+    )
     assert r.status_code == 200, r.text
     partners = r.json()["partners"]
     assert 0 < len(partners) <= 5
@@ -179,8 +208,9 @@ def test_recommend_excludes_seen_items(server, bundle):
 
 
 def test_invalid_requests_get_4xx_with_a_message(server):
-    r = httpx.post(f"{server}/share_partners",
-                   json={"user_id": "no-such-user", "item_id": "x", "k": 5})
+    r = httpx.post(
+        f"{server}/share_partners", json={"user_id": "no-such-user", "item_id": "x", "k": 5}
+    )
     assert 400 <= r.status_code < 500
     assert "no-such-user" in r.text
     r = httpx.post(f"{server}/push_targets", json={"item_id": "no-such-item", "k": 5})

@@ -52,9 +52,13 @@ def layered(config: dict[str, Any], spec: str) -> tuple[str, str, dict[str, Any]
     return model, f"{model}@{Path(layer).stem}", deep_merge(config, _read_layer(Path(layer)))
 
 
-def run_benchmark(config: dict[str, Any], models: list[str], seeds: list[int],
-                  show_progress: bool = True, prepared: Prepared | None = None
-                  ) -> tuple[list[ModelRuns], Prepared, str]:
+def run_benchmark(
+    config: dict[str, Any],
+    models: list[str],
+    seeds: list[int],
+    show_progress: bool = True,
+    prepared: Prepared | None = None,
+) -> tuple[list[ModelRuns], Prepared, str]:
     prepared = prepared or prepare(config)
     bench_id = uuid.uuid4().hex[:8]
     results = []
@@ -65,14 +69,19 @@ def run_benchmark(config: dict[str, Any], models: list[str], seeds: list[int],
             cfg = seeded(model_config, model, seed)
             t = time.perf_counter()
             with PeakMemory() as mem:
-                result = run_training(cfg, register=False, prepared=prepared,
-                                      show_progress=show_progress,
-                                      run_name=f"{label}-seed{seed}",
-                                      tags={"benchmark": bench_id, "seed": str(seed)})
+                result = run_training(
+                    cfg,
+                    register=False,
+                    prepared=prepared,
+                    show_progress=show_progress,
+                    run_name=f"{label}-seed{seed}",
+                    tags={"benchmark": bench_id, "seed": str(seed)},
+                )
             runs.metrics.append(result.metrics)
             runs.fit_seconds.append(result.seconds.get("fit", time.perf_counter() - t))
-            runs.seconds_to_best.append(result.seconds.get("to_best_epoch",
-                                                           result.seconds.get("fit", 0.0)))
+            runs.seconds_to_best.append(
+                result.seconds.get("to_best_epoch", result.seconds.get("fit", 0.0))
+            )
             runs.peak_mb.append(mem.peak_mb)
             runs.run_ids.append(result.run_id)
         results.append(runs)
@@ -87,17 +96,30 @@ def _mean_std(values: list[float]) -> str:
 
 def _git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT,
-                              capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
-def markdown(results: list[ModelRuns], prepared: Prepared, config: dict[str, Any], command: str,
-             seeds: list[int], bench_id: str) -> str:
+def markdown(
+    results: list[ModelRuns],
+    prepared: Prepared,
+    config: dict[str, Any],
+    command: str,
+    seeds: list[int],
+    bench_id: str,
+) -> str:
     summary = describe(prepared.dataset)
     ks = config["evaluation"]["ks"]
-    tasks = [t for t in ("recommend", "push", "share") if any(t in m for r in results for m in r.metrics)]
+    tasks = [
+        t for t in ("recommend", "push", "share") if any(t in m for r in results for m in r.metrics)
+    ]
     lines = [
         f"# {config['dataset']['name']}: benchmark",
         "",
@@ -111,10 +133,13 @@ def markdown(results: list[ModelRuns], prepared: Prepared, config: dict[str, Any
         f"{summary['share_records']:,} share records",
         f"- split: {prepared.split.protocol}",
         f"- ranking: {config['evaluation']['protocol']}"
-        + (f" (1 positive vs {config['evaluation']['negatives']} sampled negatives)"
-           if config["evaluation"]["protocol"] == "sampled" else
-           " (every item ranked; training and validation items of the user excluded)"),
-        f"- seeds: {', '.join(map(str, seeds))} (model initialisation / sampling; the split is fixed); "
+        + (
+            f" (1 positive vs {config['evaluation']['negatives']} sampled negatives)"
+            if config["evaluation"]["protocol"] == "sampled"
+            else " (every item ranked; training and validation items of the user excluded)"
+        ),
+        f"- seeds: {', '.join(map(str, seeds))} (model initialisation / sampling; "
+        "the split is fixed); "
         "mean ± sample std over seeds",
         "- early stopping on validation "
         f"{config['model']['early_stop_metric']} (GNN models); test read once, at the end",
@@ -123,21 +148,36 @@ def markdown(results: list[ModelRuns], prepared: Prepared, config: dict[str, Any
         lines.append(f"- note: {note}")
     for task in tasks:
         names = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg", "hit", "mrr", "precision")]
-        extra = [n for n in ("coverage",) if any(n in m.get(task, {}) for r in results for m in r.metrics)]
-        lines += ["", f"## {task}", "",
-                  "| model | " + " | ".join(names + extra) + " |",
-                  "|---|" + "---:|" * (len(names) + len(extra))]
+        extra = [
+            n
+            for n in ("coverage",)
+            if any(n in m.get(task, {}) for r in results for m in r.metrics)
+        ]
+        lines += [
+            "",
+            f"## {task}",
+            "",
+            "| model | " + " | ".join(names + extra) + " |",
+            "|---|" + "---:|" * (len(names) + len(extra)),
+        ]
         for r in results:
             cells = []
             for name in names + extra:
                 values = [m[task][name] for m in r.metrics if task in m and name in m[task]]
                 cells.append(_mean_std(values) if values else "—")
             lines.append(f"| {r.model} | " + " | ".join(cells) + " |")
-    lines += ["", "## Cost", "",
-              "| model | fit seconds | seconds to best epoch | peak RSS (MB) |", "|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Cost",
+        "",
+        "| model | fit seconds | seconds to best epoch | peak RSS (MB) |",
+        "|---|---:|---:|---:|",
+    ]
     for r in results:
-        lines.append(f"| {r.model} | {np.mean(r.fit_seconds):.1f} | {np.mean(r.seconds_to_best):.1f} "
-                     f"| {np.max(r.peak_mb):.0f} |")
+        lines.append(
+            f"| {r.model} | {np.mean(r.fit_seconds):.1f} | {np.mean(r.seconds_to_best):.1f} "
+            f"| {np.max(r.peak_mb):.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -16,15 +16,22 @@ from rich.table import Table
 from socialrec.training.cli_ab import ab_app
 from socialrec.training.config import PROJECT_ROOT, ConfigError, load_config
 
-app = typer.Typer(help="socialrec: social e-commerce recommendation and targeted push.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="socialrec: social e-commerce recommendation and targeted push.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(ab_app, name="ab")
 console = Console()
 
-ConfigOpt = Annotated[list[Path], typer.Option("--config", "-c", help="YAML config file(s), later ones win.")]
-SetOpt = Annotated[list[str], typer.Option("--set", "-s", help="Override: key.path=value (YAML value).")]
+ConfigOpt = Annotated[
+    list[Path], typer.Option("--config", "-c", help="YAML config file(s), later ones win.")
+]
+SetOpt = Annotated[
+    list[str], typer.Option("--set", "-s", help="Override: key.path=value (YAML value).")
+]
 
 
 def _config(config: list[Path] | None, overrides: list[str] | None) -> dict:
@@ -39,10 +46,18 @@ def _config(config: list[Path] | None, overrides: list[str] | None) -> dict:
 def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    metrics_out: Annotated[Path | None, typer.Option(help="Write test metrics as JSON here.")] = None,
-    promote: Annotated[bool, typer.Option(help="Move the alias to this version if it passes the gate.")] = False,
-    bundle_out: Annotated[Path | None, typer.Option(help="Also keep the bundle in this directory.")] = None,
-    no_register: Annotated[bool, typer.Option("--no-register", help="Log the run, register nothing.")] = False,
+    metrics_out: Annotated[
+        Path | None, typer.Option(help="Write test metrics as JSON here.")
+    ] = None,
+    promote: Annotated[
+        bool, typer.Option(help="Move the alias to this version if it passes the gate.")
+    ] = False,
+    bundle_out: Annotated[
+        Path | None, typer.Option(help="Also keep the bundle in this directory.")
+    ] = None,
+    no_register: Annotated[
+        bool, typer.Option("--no-register", help="Log the run, register nothing.")
+    ] = False,
 ) -> None:
     """Load → validate → split → train → evaluate → index → log to MLflow → register."""
     from socialrec.features.validation import DataError
@@ -50,8 +65,13 @@ def train(
 
     cfg = _config(config, set_)
     try:
-        result = run_training(cfg, metrics_out=metrics_out, promote=promote,
-                              register=not no_register, bundle_out=bundle_out)
+        result = run_training(
+            cfg,
+            metrics_out=metrics_out,
+            promote=promote,
+            register=not no_register,
+            bundle_out=bundle_out,
+        )
     except DataError as err:
         console.print(f"[red]data error:[/red] {err}")
         raise typer.Exit(2) from None
@@ -68,8 +88,10 @@ def train(
     console.print(f"time: {timing}; peak memory {result.peak_memory_mb:.0f} MB")
     console.print(f"MLflow run {result.run_id}")
     if result.model_version:
-        console.print(f"registered [bold]{result.registered_model}[/bold] version "
-                      f"{result.model_version}, aliases: {', '.join(result.aliases_set)}")
+        console.print(
+            f"registered [bold]{result.registered_model}[/bold] version "
+            f"{result.model_version}, aliases: {', '.join(result.aliases_set)}"
+        )
 
 
 @app.command()
@@ -87,7 +109,9 @@ def promote(
     cfg = _config(config, set_)
     client, _ = tracking.setup(cfg)
     try:
-        rows = tracking.promote(client, model, version, alias, cfg["tracking"]["gate_metrics"], force)
+        rows = tracking.promote(
+            client, model, version, alias, cfg["tracking"]["gate_metrics"], force
+        )
         ok = True
     except tracking.GateRefused as refused:
         rows, ok = refused.comparison, False
@@ -138,19 +162,26 @@ def data_describe(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 def benchmark(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    models: Annotated[str, typer.Option(help="Comma-separated model names.")] =
-        "popularity,als,bpr,lightgcn,socialgnn",
+    models: Annotated[
+        str, typer.Option(help="Comma-separated model names.")
+    ] = "popularity,als,bpr,lightgcn,socialgnn",
     seeds: Annotated[int, typer.Option(help="Seeds per model (popularity runs once).")] = 3,
-    out: Annotated[Path | None, typer.Option(help="Markdown file (default results/<dataset>.md).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Markdown file (default results/<dataset>.md).")
+    ] = None,
 ) -> None:
-    """Every model on the same split and seeds; all runs in one MLflow experiment; a markdown table."""
+    """Every model on one split and seeds; runs in one MLflow experiment; a markdown table."""
     from socialrec.training.benchmark import markdown, run_benchmark, write_results
 
     cfg = _config(config, set_)
     seed_list = [int(cfg["split"]["seed"]) + i for i in range(seeds)]
     names = [m.strip() for m in models.split(",") if m.strip()]
     results, prepared, bench_id = run_benchmark(cfg, names, seed_list)
-    command = "socialrec benchmark " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "socialrec benchmark"
+    command = (
+        "socialrec benchmark " + " ".join(sys.argv[2:])
+        if len(sys.argv) > 2
+        else "socialrec benchmark"
+    )
     text = markdown(results, prepared, cfg, command, seed_list, bench_id)
     path = write_results(out or Path("results") / f"{cfg['dataset']['name']}.md", text)
     console.print(text)
@@ -175,10 +206,21 @@ def serve(
     env.setdefault("SOCIALREC_EVENT_STORE", tracking.anchored_sqlite(cfg["serving"]["event_store"]))
     if cfg["serving"].get("experiments"):
         experiments = Path(cfg["serving"]["experiments"])
-        env.setdefault("SOCIALREC_EXPERIMENTS",
-                       str(experiments if experiments.is_absolute() else PROJECT_ROOT / experiments))
-    cmd = [sys.executable, "-m", "bentoml", "serve", "socialrec.serving.service:SocialRec",
-           "--host", host, "--port", str(port)]
+        env.setdefault(
+            "SOCIALREC_EXPERIMENTS",
+            str(experiments if experiments.is_absolute() else PROJECT_ROOT / experiments),
+        )
+    cmd = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "socialrec.serving.service:SocialRec",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 
@@ -200,10 +242,14 @@ def push(
     out: Annotated[Path, typer.Option(help="Output file (.parquet or .csv).")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    alias: Annotated[str | None, typer.Option(help="Registry alias (default serving.alias).")] = None,
+    alias: Annotated[
+        str | None, typer.Option(help="Registry alias (default serving.alias).")
+    ] = None,
     exclude_buyers: Annotated[bool, typer.Option(help="Drop users who bought the item.")] = True,
     respect_opt_out: Annotated[bool, typer.Option(help="Drop users who opted out.")] = True,
-    max_pushes: Annotated[int | None, typer.Option(help="Frequency cap: pushes per window.")] = None,
+    max_pushes: Annotated[
+        int | None, typer.Option(help="Frequency cap: pushes per window.")
+    ] = None,
     window_hours: Annotated[int, typer.Option(help="Frequency cap window.")] = 24,
 ) -> None:
     """Campaign-size push list (k up to every user) written to a file, with the same rules as
@@ -219,35 +265,55 @@ def push(
 
     cfg = _config(config, set_)
     bundle, version = _registry_bundle(cfg, alias)
-    cap = None if max_pushes is None else FrequencyCapRule(max_pushes=max_pushes,
-                                                            window_hours=window_hours)
-    rules = PushRules(exclude_buyers=exclude_buyers, respect_opt_out=respect_opt_out,
-                      frequency_cap=cap, holdout=False)
+    cap = (
+        None
+        if max_pushes is None
+        else FrequencyCapRule(max_pushes=max_pushes, window_hours=window_hours)
+    )
+    rules = PushRules(
+        exclude_buyers=exclude_buyers,
+        respect_opt_out=respect_opt_out,
+        frequency_cap=cap,
+        holdout=False,
+    )
     store = None
     if cap is not None:
-        store = EventStore(os.environ.get("SOCIALREC_EVENT_STORE")
-                           or tracking.anchored_sqlite(cfg["serving"]["event_store"]))
+        store = EventStore(
+            os.environ.get("SOCIALREC_EVENT_STORE")
+            or tracking.anchored_sqlite(cfg["serving"]["event_store"])
+        )
     t = time.perf_counter()
     try:
         result = push_targets(bundle, item, k, rules, store)
     except (KeyError, ValueError) as err:
         console.print(f"[red]{err.args[0] if err.args else err}[/red]")
         raise typer.Exit(2) from None
-    frame = pd.DataFrame({"rank": range(1, len(result.user_ids) + 1), "user_id": result.user_ids,
-                          "score": result.scores, "item_id": item, "model_version": version})
+    frame = pd.DataFrame(
+        {
+            "rank": range(1, len(result.user_ids) + 1),
+            "user_id": result.user_ids,
+            "score": result.scores,
+            "item_id": item,
+            "model_version": version,
+        }
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".csv":
         frame.to_csv(out, index=False)
     else:
         frame.to_parquet(out, index=False)
     removed = ", ".join(f"{rule} {n:,}" for rule, n in result.removed.items()) or "none"
-    console.print(f"{len(frame):,} users for item {item} from {version} "
-                  f"({result.strategy}, {time.perf_counter() - t:.2f} s) -> {out}; removed: {removed}")
+    console.print(
+        f"{len(frame):,} users for item {item} from {version} "
+        f"({result.strategy}, {time.perf_counter() - t:.2f} s) -> {out}; removed: {removed}"
+    )
 
 
 @app.command()
 def demo(
-    url: Annotated[str, typer.Option(help="Base URL of a running service.")] = "http://127.0.0.1:3000",
+    url: Annotated[
+        str, typer.Option(help="Base URL of a running service.")
+    ] = "http://127.0.0.1:3000",
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -269,8 +335,19 @@ def demo(
         ("/push_targets", {"item_id": hot_id, "k": 5}),
         ("/share_partners", {"user_id": user_id, "item_id": item_id, "k": 5}),
         ("/recommend", {"user_id": user_id, "k": 5}),
-        ("/feedback", {"events": [{"event_id": f"demo-{os.getpid()}", "user_id": user_id,
-                                    "item_id": item_id, "event": "click"}]}),
+        (
+            "/feedback",
+            {
+                "events": [
+                    {
+                        "event_id": f"demo-{os.getpid()}",
+                        "user_id": user_id,
+                        "item_id": item_id,
+                        "event": "click",
+                    }
+                ]
+            },
+        ),
         ("/recommend", {"user_id": "no-such-user", "k": 3}),
         ("/push_targets", {"item_id": hot_id, "k": 0}),
     ]
@@ -287,4 +364,3 @@ def main() -> None:  # pragma: no cover
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-

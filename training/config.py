@@ -57,9 +57,12 @@ def _read_layer(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     files = data.get("dataset", {}).get("files")
     if isinstance(files, dict):
         for table in files.values():
-            if (isinstance(table, dict) and "path" in table
-                    and not str(table["path"]).startswith("{root}")  # data-root paths stay as given
-                    and not Path(table["path"]).is_absolute()):
+            if (
+                isinstance(table, dict)
+                and "path" in table
+                and not str(table["path"]).startswith("{root}")  # data-root paths stay as given
+                and not Path(table["path"]).is_absolute()
+            ):
                 table["path"] = str((path.parent / table["path"]).resolve())
     if parent is None:
         return data

@@ -1,4 +1,5 @@
-"""``socialrec train``: load → validate → split → train → evaluate → bundle + indexes → MLflow → register."""
+"""``socialrec train``: load → validate → split → train → evaluate → bundle + indexes → MLflow
+→ register."""
 
 from __future__ import annotations
 
@@ -87,14 +88,18 @@ def validator_for(graph: GraphData, config: dict[str, Any]):
     return validate
 
 
-def fit_model(prepared: Prepared, config: dict[str, Any], show_progress: bool = True) -> Recommender:
-    model = make_model(config["model"]["name"], config["model"],
-                       validator=validator_for(prepared.graph, config))
+def fit_model(
+    prepared: Prepared, config: dict[str, Any], show_progress: bool = True
+) -> Recommender:
+    model = make_model(
+        config["model"]["name"], config["model"], validator=validator_for(prepared.graph, config)
+    )
     return model.fit(prepared.graph, show_progress=show_progress)
 
 
-def make_bundle(prepared: Prepared, model: Recommender, config: dict[str, Any],
-                metrics: dict[str, Any]) -> ModelBundle:
+def make_bundle(
+    prepared: Prepared, model: Recommender, config: dict[str, Any], metrics: dict[str, Any]
+) -> ModelBundle:
     """Everything serving needs. Social edges carry tie strength from training-period events, and
     the share-partner ranker is learned when the split has validation share records (its test
     metrics are added to ``metrics`` as task ``share_ranker``)."""
@@ -105,12 +110,17 @@ def make_bundle(prepared: Prepared, model: Recommender, config: dict[str, Any],
     context = ShareContext.from_graph(graph, user_emb, item_emb, cut=prepared.split.cut_ts)
     ranker = None
     if len(graph.shares_valid) and len(graph.shares_test):
-        fitted = train_share_ranker(graph, user_emb, item_emb, cut=prepared.split.cut_ts,
-                                    seed=int(config["split"]["seed"]))
+        fitted = train_share_ranker(
+            graph, user_emb, item_emb, cut=prepared.split.cut_ts, seed=int(config["split"]["seed"])
+        )
         ranker = fitted.to_dict()
         metrics["share_ranker"] = evaluate_share(
-            fitted.scorer(context), graph, "test", config["evaluation"]["ks"],
-            config["evaluation"]["share_hops"])
+            fitted.scorer(context),
+            graph,
+            "test",
+            config["evaluation"]["ks"],
+            config["evaluation"]["share_hops"],
+        )
     bundle = ModelBundle(
         users=graph.users,
         items=graph.items,
@@ -136,8 +146,12 @@ def make_bundle(prepared: Prepared, model: Recommender, config: dict[str, Any],
             "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
         },
     )
-    build_indexes(bundle, exact_threshold=config["index"]["exact_threshold"],
-                  hnsw_m=config["index"]["hnsw_m"], ef_search=config["index"]["hnsw_ef_search"])
+    build_indexes(
+        bundle,
+        exact_threshold=config["index"]["exact_threshold"],
+        hnsw_m=config["index"]["hnsw_m"],
+        ef_search=config["index"]["hnsw_ef_search"],
+    )
     return bundle
 
 
@@ -214,35 +228,53 @@ def run_training(
     seconds.update(prepared.seconds)
     client, experiment_id = tracking.setup(config)
     names = format_names(config)
-    with mlflow.start_run(experiment_id=experiment_id,
-                          run_name=run_name or config["model"]["name"], tags=tags) as run:
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name or config["model"]["name"], tags=tags
+    ) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in tracking.flatten("", config, {}).items()})
-        mlflow.set_tags({"dataset": config["dataset"]["name"],
-                         "dataset_hash": prepared.dataset_hash,
-                         "split": prepared.split.protocol, "model": config["model"]["name"]})
+        mlflow.set_tags(
+            {
+                "dataset": config["dataset"]["name"],
+                "dataset_hash": prepared.dataset_hash,
+                "split": prepared.split.protocol,
+                "model": config["model"]["name"],
+            }
+        )
         t = time.perf_counter()
         model = fit_model(prepared, config, show_progress)
         seconds["fit"] = time.perf_counter() - t
         t = time.perf_counter()
         user_emb, item_emb = model.embeddings()
-        metrics = evaluate_all(user_emb, item_emb, prepared.graph, target="test",
-                               ks=config["evaluation"]["ks"],
-                               protocol=config["evaluation"]["protocol"],
-                               negatives=config["evaluation"]["negatives"],
-                               hops=config["evaluation"]["share_hops"],
-                               seed=config["split"]["seed"])
+        metrics = evaluate_all(
+            user_emb,
+            item_emb,
+            prepared.graph,
+            target="test",
+            ks=config["evaluation"]["ks"],
+            protocol=config["evaluation"]["protocol"],
+            negatives=config["evaluation"]["negatives"],
+            hops=config["evaluation"]["share_hops"],
+            seed=config["split"]["seed"],
+        )
         seconds["evaluate"] = time.perf_counter() - t
         history = getattr(model, "history", None)
         if history is not None:
             for epoch, loss in enumerate(history.loss, start=1):
                 mlflow.log_metric("train.loss", loss, step=epoch)
             for epoch, value in history.valid:
-                mlflow.log_metric(f"valid.{config['model']['early_stop_metric'].replace('@', '_at_')}",
-                                  value, step=epoch)
+                mlflow.log_metric(
+                    f"valid.{config['model']['early_stop_metric'].replace('@', '_at_')}",
+                    value,
+                    step=epoch,
+                )
             seconds["to_best_epoch"] = history.seconds_to_best
-            mlflow.log_metrics({"best_epoch": history.best_epoch,
-                                "epochs_run": len(history.loss),
-                                "seconds_per_epoch": float(np.mean(history.epoch_seconds))})
+            mlflow.log_metrics(
+                {
+                    "best_epoch": history.best_epoch,
+                    "epochs_run": len(history.loss),
+                    "seconds_per_epoch": float(np.mean(history.epoch_seconds)),
+                }
+            )
         version, aliases, bundle_dir = None, [], None
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = Path(tmp)
@@ -253,8 +285,9 @@ def run_training(
                 seconds["bundle_and_index"] = time.perf_counter() - t
             memory = peak_memory_mb()
             mlflow.log_metrics(tracking.flat_metrics("test", metrics))
-            mlflow.log_metrics({f"seconds.{k}": v for k, v in seconds.items()}
-                               | {"peak_memory_mb": memory})
+            mlflow.log_metrics(
+                {f"seconds.{k}": v for k, v in seconds.items()} | {"peak_memory_mb": memory}
+            )
             report = tmp_path / "report"
             report.mkdir()
             (report / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -264,13 +297,22 @@ def run_training(
             mlflow.log_artifacts(str(report), artifact_path="report")
             if register and bundle_dir is not None:
                 version = tracking.log_bundle(bundle_dir, names["registered_model"])
-                aliases = _assign_aliases(client, names["registered_model"], version, config,
-                                          promote)
+                aliases = _assign_aliases(
+                    client, names["registered_model"], version, config, promote
+                )
     if metrics_out is not None:
         metrics_out.parent.mkdir(parents=True, exist_ok=True)
         metrics_out.write_text(json.dumps(metrics, indent=2))
-    return TrainResult(run.info.run_id, metrics, bundle_out, names["registered_model"], version,
-                       aliases, seconds, memory)
+    return TrainResult(
+        run.info.run_id,
+        metrics,
+        bundle_out,
+        names["registered_model"],
+        version,
+        aliases,
+        seconds,
+        memory,
+    )
 
 
 def _assign_aliases(client, name: str, version: str, config: dict[str, Any], promote: bool):

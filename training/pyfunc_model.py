@@ -23,8 +23,9 @@ class BundleModel(PythonModel):
 
         b = self.bundle
         out = []
-        for user, k in zip(model_input["user_id"], model_input.get("k", [10] * len(model_input)),
-                           strict=True):
+        for user, k in zip(
+            model_input["user_id"], model_input.get("k", [10] * len(model_input)), strict=True
+        ):
             idx = b.users.get(str(user))
             if idx is None:
                 out.append([])

@@ -19,8 +19,9 @@ def model_params(model_config: dict[str, Any], name: str) -> dict[str, Any]:
     return params
 
 
-def make_model(name: str, model_config: dict[str, Any], validator: Validator | None = None
-               ) -> Recommender:
+def make_model(
+    name: str, model_config: dict[str, Any], validator: Validator | None = None
+) -> Recommender:
     params = model_params(model_config, name)
     if name in GNN_MODELS:
         return GNN_MODELS[name](**params, validator=validator)

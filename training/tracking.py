@@ -24,7 +24,7 @@ def anchored_sqlite(uri: str) -> str:
     that every command finds the same file whatever its working directory."""
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(PROJECT_ROOT / uri[len(prefix):])
+        return prefix + str(PROJECT_ROOT / uri[len(prefix) :])
     return uri
 
 
@@ -58,7 +58,7 @@ def setup(config: dict[str, Any]) -> tuple[MlflowClient, str]:
 
 
 def metric_key(split: str, task: str, metric: str) -> str:
-    """``("test", "recommend", "ndcg@20")`` -> ``"test.recommend.ndcg_at_20"`` (MLflow has no '@')."""
+    """``("test", "recommend", "ndcg@20")`` -> ``"test.recommend.ndcg_at_20"`` (MLflow: no '@')."""
     return f"{split}.{task}.{metric.replace('@', '_at_')}"
 
 
@@ -127,7 +127,11 @@ def gate_comparison(
 
 
 def promote(
-    client: MlflowClient, name: str, version: str, alias: str, gate_metrics: list[str],
+    client: MlflowClient,
+    name: str,
+    version: str,
+    alias: str,
+    gate_metrics: list[str],
     force: bool = False,
 ) -> list[tuple[str, float | None, float]]:
     """Move ``alias`` to ``version`` unless a gate metric falls below the current holder's."""
@@ -137,6 +141,7 @@ def promote(
         detail = ", ".join(f"{m}: {c:.4f} < {h:.4f}" for m, h, c in worse)
         raise GateRefused(f"refused to move {alias!r} to version {version}: {detail}", rows)
     client.set_registered_model_alias(name, alias, version)
-    client.set_model_version_tag(name, version, f"promoted_to_{alias}",
-                                 json.dumps({m: c for m, _, c in rows}))
+    client.set_model_version_tag(
+        name, version, f"promoted_to_{alias}", json.dumps({m: c for m, _, c in rows})
+    )
     return rows

@@ -10,6 +10,7 @@ import pytest
 
 from socialrec.features.events import EventStore
 from socialrec.serving.ab import in_holdout
+from socialrec.serving.share import PARTS
 
 
 def buyers_of(bundle, item: int) -> set[str]:
@@ -110,9 +111,23 @@ def test_share_partners_are_friends_of_the_sharer(client, bundle):
         assert set(got.tolist()) <= reach - {user}
         scores = [p["score"] for p in body["partners"]]
         assert scores == sorted(scores, reverse=True)
+        # the demo bundle carries a learned share ranker and share history
+        assert body["strategy"] == "share_ranker" and body["reason"] is None
         for p in body["partners"]:
             assert p["hop"] in (1, 2) and p["reason"]
             assert (p["hop"] == 1) == bool(dense[user, bundle.users.get(p["user_id"])])
+            assert set(p["parts"]) == set(PARTS)
+            assert p["parts"]["tie_strength"] > 0
+
+
+def test_share_partners_of_an_unknown_item(client):
+    body = {"user_id": "u4", "item_id": "not-in-the-model", "k": 3, "category": "c1"}
+    r = client.post("/share_partners", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["item_fallback"] == "category"
+    assert r.json()["strategy"] == "share_ranker+item_category"
+    r = client.post("/share_partners", json={**body, "category": None})
+    assert r.json()["item_fallback"] == "popularity" and len(r.json()["partners"]) == 3
 
 
 def test_unknown_users(client):

@@ -30,7 +30,9 @@ def test_relative_data_paths_resolve_against_their_file(tmp_path):
     f = tmp_path / "sub" / "c.yaml"
     f.write_text("dataset: {source: files, files: {interactions: {path: data/x.csv}}}\n")
     cfg = load_config([f])
-    assert cfg["dataset"]["files"]["interactions"]["path"] == str(tmp_path / "sub" / "data" / "x.csv")
+    assert cfg["dataset"]["files"]["interactions"]["path"] == str(
+        tmp_path / "sub" / "data" / "x.csv"
+    )
 
 
 def test_typo_in_a_closed_section_is_refused(tmp_path):
@@ -62,7 +64,7 @@ def test_extends_loop_is_refused(tmp_path):
 
 
 def test_override_needs_equals():
-    with pytest.raises(ConfigError, match="key.path=value"):
+    with pytest.raises(ConfigError, match=r"key\.path=value"):
         load_config([], ["model.lr"])
 
 

@@ -11,8 +11,14 @@ GATE = ["test.recommend.ndcg_at_20", "test.recommend.recall_at_20"]
 
 @pytest.fixture
 def store(tmp_path):
-    cfg = load_config([], [f"tracking.uri=sqlite:///{tmp_path}/mlruns.db",
-                           f"tracking.artifact_root={tmp_path}/mlruns", "dataset.name=gate"])
+    cfg = load_config(
+        [],
+        [
+            f"tracking.uri=sqlite:///{tmp_path}/mlruns.db",
+            f"tracking.artifact_root={tmp_path}/mlruns",
+            "dataset.name=gate",
+        ],
+    )
     client, experiment_id = tracking.setup(cfg)
     client.create_registered_model("m")
     return client, experiment_id
@@ -20,7 +26,9 @@ def store(tmp_path):
 
 def add_version(client, experiment_id, ndcg: float, recall: float) -> str:
     with mlflow.start_run(experiment_id=experiment_id) as run:
-        mlflow.log_metrics({"test.recommend.ndcg_at_20": ndcg, "test.recommend.recall_at_20": recall})
+        mlflow.log_metrics(
+            {"test.recommend.ndcg_at_20": ndcg, "test.recommend.recall_at_20": recall}
+        )
     version = client.create_model_version("m", f"{run.info.artifact_uri}/model", run.info.run_id)
     return version.version
 
