@@ -43,10 +43,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from scipy import stats
 
 from socialrec.features.events import FEEDBACK_EVENTS, HOLDOUT, EventStore
+from socialrec.features.experiments import load_experiments
 
 ALPHA = 0.05
 #: p-value under which the observed split is declared a sample-ratio mismatch. Strict on purpose:
@@ -102,24 +102,15 @@ class ExperimentArms:
 
 
 def read_experiment(path: str | Path, name: str) -> ExperimentArms:
-    """Read experiment ``name`` from an experiments file (the serving engineer's
-    ``experiments: {NAME: {salt, unit, variants: {v: {weight, alias}}, holdout: {weight}}}``).
-    Only the fields the analysis uses are read; serving validates the file."""
-    path = Path(path)
-    raw = yaml.safe_load(path.read_text()) or {}
-    experiments = raw.get("experiments") or {}
+    """Experiment ``name`` of an experiments file, validated by the same model serving routes
+    with (features/experiments.py); the first variant is the control."""
+    experiments = load_experiments(path).experiments
     if name not in experiments:
         raise ValueError(f"{path}: no experiment {name!r} under 'experiments' "
                          f"(found: {', '.join(experiments) or 'none'})")
     exp = experiments[name]
-    try:
-        weights = {v: float(spec["weight"]) for v, spec in exp["variants"].items()}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: experiments.{name}.variants: expected "
-                         f"{{name: {{weight: number, alias: ...}}}}, got {exp.get('variants')!r}"
-                         ) from exc
-    holdout = float((exp.get("holdout") or {}).get("weight", 0.0))
-    return ExperimentArms(name, weights, holdout, str(exp.get("unit", "user")))
+    weights = {v: spec.weight for v, spec in exp.variants.items()}
+    return ExperimentArms(name, weights, exp.holdout.weight, exp.unit)
 
 
 # -- events -> one row per (unit, user) --------------------------------------------------------

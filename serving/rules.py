@@ -16,8 +16,8 @@ from typing import Protocol
 import numpy as np
 import scipy.sparse as sp
 
+from socialrec.features.experiments import in_holdout
 from socialrec.models.bundle import ModelBundle
-from socialrec.serving.ab import in_holdout
 
 
 class PushCounts(Protocol):
@@ -103,7 +103,8 @@ class FrequencyCap(Rule):
 
 
 class CampaignHoldout(Rule):
-    """A random ``share`` of users held out of this campaign (the A/B holdout, serving/ab.py).
+    """A random ``share`` of users held out of this campaign (the A/B holdout; see
+    features/experiments.py).
 
     ``salt`` is the experiment's salt; the campaign id makes each campaign's holdout its own.
     """

@@ -54,7 +54,12 @@ from bentoml.validators import ContentType
 from starlette.responses import JSONResponse, StreamingResponse
 
 from socialrec.features.events import HOLDOUT, EventStore, Feedback
-from socialrec.serving.ab import ROUTED_ENDPOINTS, Experiment, Experiments, load_experiments
+from socialrec.features.experiments import (
+    ROUTED_ENDPOINTS,
+    Experiment,
+    Experiments,
+    load_experiments,
+)
 from socialrec.serving.exposures import ExposureLog, ServedList
 from socialrec.serving.fallback import friends_favourites, has_interactions, popular_items
 from socialrec.serving.loader import LoadedModel, ModelSet, source_from_env

@@ -96,7 +96,7 @@ def test_read_experiment_reads_the_serving_file(tmp_path):
     with pytest.raises(ValueError, match=r"experiments\.yaml: no experiment 'other'.*push"):
         read_experiment(path, "other")
     path.write_text("experiments:\n  push:\n    variants: {a: {alias: x}}\n")
-    with pytest.raises(ValueError, match=r"experiments\.push\.variants: expected"):
+    with pytest.raises(ValueError, match=r"experiments\.push\.variants\.a\.weight: Field required"):
         read_experiment(path, "push")
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from socialrec.features.events import EventStore
-from socialrec.serving.ab import in_holdout
+from socialrec.features.experiments import in_holdout
 from socialrec.serving.share import PARTS
 
 

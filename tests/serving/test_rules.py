@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from socialrec.features.events import EventStore, Exposure
-from socialrec.serving.ab import in_holdout
+from socialrec.features.experiments import in_holdout
 from socialrec.serving.rules import CampaignHoldout, ExcludeBuyers, FrequencyCap, OptOut
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)

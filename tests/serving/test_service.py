@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from socialrec.features.events import EventStore
-from socialrec.serving.ab import in_holdout, load_experiments
+from socialrec.features.experiments import in_holdout, load_experiments
 from socialrec.serving.schemas import (
     FeedbackRequest,
     PushRequest,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from socialrec.serving.ab import (
+from socialrec.features.experiments import (
     N_BUCKETS,
     Experiment,
     bucket,
@@ -49,7 +49,7 @@ def test_shares_within_one_percent_of_weights(id_buckets):
 
 
 def test_buckets_are_the_same_in_another_process():
-    code = ("import json, sys; from socialrec.serving.ab import bucket; "
+    code = ("import json, sys; from socialrec.features.experiments import bucket; "
             "print(json.dumps([bucket('s1', f'user-{i}') for i in range(2000)]))")
     env = {**os.environ, "PYTHONHASHSEED": "12345"}  # hash() would differ; blake2b must not
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,

@@ -1,4 +1,5 @@
-"""A/B assignment: experiments from YAML, a stable hash of (salt, unit id) into 10,000 buckets.
+"""A/B experiments: config from YAML, and assignment by a stable hash of (salt, unit id) into 10,000
+buckets. Shared by serving (routing) and evaluation (analysis), so it lives in features/.
 
 Bucket layout (why ramps never reshuffle units)
 -----------------------------------------------
