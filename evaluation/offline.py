@@ -34,6 +34,7 @@ from socialrec.evaluation.metrics import (
 )
 from socialrec.evaluation.topk import topk_scores
 from socialrec.features.graph import GraphData
+from socialrec.features.sparse import binary
 
 Target = Literal["valid", "test"]
 Protocol = Literal["full", "sampled"]
@@ -44,14 +45,6 @@ ShareScoreFn = Callable[[np.ndarray, np.ndarray, list[np.ndarray]], list[np.ndar
 _SCORE_BUDGET = 1 << 26
 #: Rows × columns of the dense masks the negative sampler works on at once.
 _SAMPLE_BUDGET = 1 << 22
-
-
-def _binary(m: sp.spmatrix) -> sp.csr_matrix:
-    m = sp.csr_matrix(m, dtype=np.float32, copy=True)
-    m.eliminate_zeros()
-    m.sum_duplicates()
-    m.data[:] = 1.0
-    return m
 
 
 def _is_binary(m: sp.spmatrix) -> bool:
@@ -66,10 +59,10 @@ def _target_and_exclusion(
     """(target, excluded, every interaction), users × items, binary."""
     if target not in ("valid", "test"):
         raise ValueError(f"target must be 'valid' or 'test', got {target!r}")
-    train, valid, test = _binary(data.train), _binary(data.valid), _binary(data.test)
+    train, valid, test = binary(data.train), binary(data.valid), binary(data.test)
     if target == "valid":
-        return valid, train, _binary(train + valid + test)
-    return test, _binary(train + valid), _binary(train + valid + test)
+        return valid, train, binary(train + valid + test)
+    return test, binary(train + valid), binary(train + valid + test)
 
 
 def _drop_seen(truth: sp.csr_matrix, exclude: sp.csr_matrix) -> tuple[sp.csr_matrix, int]:
@@ -117,7 +110,7 @@ def sample_negatives(
     """
     # Evaluation passes a prepared matrix once per batch; copy only what is not one already.
     if not _is_binary(seen):
-        seen = _binary(seen)
+        seen = binary(seen)
     rows = np.asarray(rows, dtype=np.int64)
     n_cols = seen.shape[1]
     unseen = n_cols - np.diff(seen.indptr)[rows]
@@ -335,7 +328,7 @@ def share_candidates(social: sp.csr_matrix, sharers: np.ndarray, hops: int = 1) 
     the users the sharer points to)."""
     if hops not in (1, 2):
         raise ValueError(f"hops must be 1 or 2, got {hops}")
-    adj = social if _is_binary(social) else _binary(social)
+    adj = social if _is_binary(social) else binary(social)
     sharers = np.asarray(sharers, dtype=np.int64)
     reach = adj[sharers]
     if hops == 2:
@@ -397,7 +390,7 @@ def evaluate_share(
 
     sharers = groups["sharer"].to_numpy(dtype=np.int64)
     items = groups["item"].to_numpy(dtype=np.int64)
-    social = _binary(data.social)
+    social = binary(data.social)
     topk = np.full((len(groups), max(ks)), -1, dtype=np.int64)
     covered = dict.fromkeys(truths, 0.0)
     n_candidates = 0

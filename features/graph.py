@@ -13,6 +13,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from socialrec.features.idmap import IdMap
+from socialrec.features.sparse import binary
 from socialrec.features.splits import Split
 from socialrec.features.tables import Dataset
 
@@ -92,12 +93,6 @@ def _matrix(
     return m
 
 
-def _binary(m: sp.csr_matrix) -> sp.csr_matrix:
-    m = m.copy()
-    m.data[:] = 1.0
-    return m
-
-
 def social_matrix(social: pd.DataFrame, users: IdMap, symmetric: bool) -> sp.csr_matrix:
     """User×user tie weights from social edges; self-loops dropped, duplicates averaged."""
     src = users.to_index_series(social["src"])
@@ -163,10 +158,10 @@ def build_graph(
         users=users,
         items=items,
         train=_matrix(split.train, users, items, train_w),
-        valid=_binary(_matrix(split.valid, users, items, None)),
-        test=_binary(_matrix(split.test, users, items, None)),
+        valid=binary(_matrix(split.valid, users, items, None)),
+        test=binary(_matrix(split.test, users, items, None)),
         social=social_matrix(split.social, users, dataset.social_symmetric),
-        purchases=_binary(_matrix(purchases, users, items, None)),
+        purchases=binary(_matrix(purchases, users, items, None)),
         shares_train=encode_shares(split.train_shares, users, items),
         shares_valid=encode_shares(split.valid_shares, users, items),
         shares_test=encode_shares(split.test_shares, users, items),

@@ -30,6 +30,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from socialrec.features.graph import GraphData
+from socialrec.features.sparse import binary
 
 
 @dataclass
@@ -47,14 +48,6 @@ class TieComponents:
     recent_shares: sp.csr_matrix  # Σ 2^(-age / half_life) over shares either way
     adamic_adar: sp.csr_matrix  # Σ over common friends w of 1 / log(deg w)
     co_interactions: sp.csr_matrix  # number of items both users interacted with in train
-
-
-def _binary(m: sp.spmatrix) -> sp.csr_matrix:
-    m = sp.csr_matrix(m, dtype=np.float32, copy=True)
-    m.eliminate_zeros()
-    m.sum_duplicates()
-    m.data[:] = 1.0
-    return m
 
 
 def pair_values(m: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -95,7 +88,7 @@ def adamic_adar_weights(social: sp.csr_matrix) -> sp.csr_matrix:
     """The binary friendship matrix with column ``w`` scaled by ``1 / log(deg w)``, so that
     ``A[u] · W[v]`` is the Adamic–Adar score of (u, v). Friends with a single friend (log 1 = 0)
     cannot be common neighbours of two users anyway; they get weight 0. Direction is ignored."""
-    adj = _binary(social + social.T)
+    adj = binary(social + social.T)
     deg = np.diff(adj.indptr).astype(np.float64)
     with np.errstate(divide="ignore"):
         inv_log = np.where(deg > 1, 1.0 / np.log(np.maximum(deg, 2.0)), 0.0)
@@ -186,10 +179,10 @@ def structural_components(social: sp.csr_matrix, train: sp.csr_matrix
     n = social.shape[0]
     if train.shape[0] != n:
         raise ValueError(f"social is {social.shape}, train has {train.shape[0]} users")
-    friends = _binary(social + social.T)
+    friends = binary(social + social.T)
     edges = friends.tocoo()
     aa = pairwise_overlap(friends, adamic_adar_weights(social), edges.row, edges.col)
-    seen = _binary(train)
+    seen = binary(train)
     co = pairwise_overlap(seen, seen, edges.row, edges.col)
 
     def on_edges(values: np.ndarray) -> sp.csr_matrix:

@@ -57,6 +57,7 @@ import scipy.sparse as sp
 from scipy.optimize import minimize
 
 from socialrec.features.graph import GraphData
+from socialrec.features.sparse import binary
 from socialrec.features.tie_strength import (
     TieComponents,
     adamic_adar_weights,
@@ -75,14 +76,6 @@ FEATURES: tuple[str, ...] = (
 
 #: score_fn(sharers, items, candidates) -> one score array per candidate array.
 ShareScoreFn = Callable[[np.ndarray, np.ndarray, list[np.ndarray]], list[np.ndarray]]
-
-
-def _binary(m: sp.spmatrix) -> sp.csr_matrix:
-    m = sp.csr_matrix(m, dtype=np.float32, copy=True)
-    m.eliminate_zeros()
-    m.sum_duplicates()
-    m.data[:] = 1.0
-    return m
 
 
 # --- context: what the features are computed from ------------------------------------------------
@@ -124,8 +117,8 @@ class ShareContext:
         self.user_unit = self.user_emb / np.maximum(norm, 1e-12)
         self.social = sp.csr_matrix(self.social, dtype=np.float32)
         self.social.sum_duplicates()
-        self.seen = _binary(self.seen)
-        self.friends = _binary(self.social + self.social.T)
+        self.seen = binary(self.seen)
+        self.friends = binary(self.social + self.social.T)
         self.aa_weights = adamic_adar_weights(self.social)
         self.received = np.asarray(self.share_counts.sum(axis=0), dtype=np.float64).ravel()
         self.joined = np.asarray(self.share_joins.sum(axis=0), dtype=np.float64).ravel()
@@ -172,7 +165,7 @@ def candidates(social: sp.csr_matrix, sharers: np.ndarray, hops: int = 1) -> lis
     sorted by user id, never the sharer — the candidate sets of ``evaluate_share``."""
     if hops not in (1, 2):
         raise ValueError(f"hops must be 1 or 2, got {hops}")
-    adj = _binary(social)
+    adj = binary(social)
     sharers = np.asarray(sharers, dtype=np.int64)
     reach = adj[sharers]
     if hops == 2:
