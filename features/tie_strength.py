@@ -53,24 +53,15 @@ class TieComponents:
 def pair_values(m: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """``m[rows[j], cols[j]]`` for every j as a dense float64 array (0 where nothing is stored).
 
-    Vectorised as a binary search of ``row * n_cols + col`` keys, which a canonical CSR matrix
-    holds sorted.
+    scipy samples the pairs row by row, so the cost grows with the pairs asked for, not with the
+    matrix (this runs per request in serving).
     """
-    m = sp.csr_matrix(m)
-    m.sum_duplicates()
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
-    out = np.zeros(len(rows), dtype=np.float64)
-    if m.nnz == 0 or len(rows) == 0:
-        return out
-    n_cols = np.int64(m.shape[1])
-    stored_rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
-    keys = stored_rows * n_cols + m.indices.astype(np.int64)
-    query = rows * n_cols + cols
-    pos = np.minimum(np.searchsorted(keys, query), keys.size - 1)
-    found = keys[pos] == query
-    out[found] = m.data[pos[found]]
-    return out
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.float64)
+    # scipy sums duplicate entries when sampling, as sum_duplicates would
+    return np.asarray(m.tocsr()[rows, cols], dtype=np.float64).ravel()
 
 
 def pairwise_overlap(a: sp.csr_matrix, b: sp.csr_matrix, rows: np.ndarray,

@@ -165,11 +165,11 @@ def candidates(social: sp.csr_matrix, sharers: np.ndarray, hops: int = 1) -> lis
     sorted by user id, never the sharer — the candidate sets of ``evaluate_share``."""
     if hops not in (1, 2):
         raise ValueError(f"hops must be 1 or 2, got {hops}")
-    adj = binary(social)
     sharers = np.asarray(sharers, dtype=np.int64)
-    reach = adj[sharers]
+    # only the sharers' rows are binarised for one hop: serving calls this per request
+    reach = binary(social[sharers])
     if hops == 2:
-        reach = reach + reach @ adj
+        reach = reach + reach @ binary(social)
     reach = reach.tocsr()
     reach.sum_duplicates()
     reach.sort_indices()
