@@ -17,14 +17,10 @@ the machine, to bench/RESULTS.md. Stops by itself: nothing is left running.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import shlex
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,14 +33,13 @@ from pathlib import Path
 import faiss
 import httpx
 import numpy as np
-import psutil
 
 from socialrec.serving.demo import random_bundle
+from socialrec.serving.process import ServerProcess
 from socialrec.serving.retrieval import search
 from socialrec.serving.share import item_vector, rank_partners
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
-BENTOML = str(Path(sys.executable).with_name("bentoml"))
 
 
 @dataclass
@@ -65,59 +60,16 @@ class Cell:
     seconds: float
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(bundle_dir: Path, workdir: Path, threads: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {
-        **os.environ,
+def start_server(bundle_dir: Path, workdir: Path, threads: int) -> ServerProcess:
+    return ServerProcess({
         "SOCIALREC_BUNDLE_DIR": str(bundle_dir),
         "SOCIALREC_EVENT_STORE": f"sqlite:///{workdir / 'events.db'}",
         "SOCIALREC_POLL_SECONDS": "0",
         "SOCIALREC_THREADS": str(threads),
-        "BENTOML_DO_NOT_TRACK": "true",
         # BentoML's per-service config: no access log line per request.
         "BENTOML_CONFIG_OVERRIDES": json.dumps(
             {"services": {"SocialRec": {"logging": {"access": {"enabled": False}}}}}),
-    }
-    log = (workdir / "server.log").open("w")
-    proc = subprocess.Popen(
-        [BENTOML, "serve", "socialrec.serving.service:SocialRec", "--host", "127.0.0.1",
-         "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: see {workdir / 'server.log'}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    stop_server(proc)
-    raise TimeoutError("server not ready after 120 s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's process group, then SIGKILL whatever is left (its worker runs in a
-    session of its own, so it is found through the process tree)."""
-    try:
-        parent = psutil.Process(proc.pid)
-        procs = [parent, *parent.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        procs = []
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=30)
-    for p in alive:
-        p.kill()
-    psutil.wait_procs(alive, timeout=10)
+    }, workdir / "server.log")
 
 
 def load(url: str, case: Case, clients: int) -> Cell:
@@ -212,7 +164,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="socialrec-bench-") as tmp:
         workdir = Path(tmp)
         bundle.save(workdir / "bundle")
-        proc, url = start_server(workdir / "bundle", workdir, args.threads)
+        server = start_server(workdir / "bundle", workdir, args.threads)
+        url = server.url
         try:
             for case in cases:
                 warm = Case(case.name, case.path, case.bodies, case.raw, 20)
@@ -223,7 +176,7 @@ def main() -> None:
                     print(f"  {case.name:<24} {clients:>3} clients: "
                           f"p50 {np.percentile(cells[-1].latencies_ms, 50):.2f} ms", flush=True)
         finally:
-            stop_server(proc)
+            server.stop(grace=30)
 
     table = render(cells, raws)
     command = "python bench/serving.py " + shlex.join(sys.argv[1:])

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -22,14 +19,9 @@ import numpy as np
 import pytest
 
 from socialrec.models.bundle import ModelBundle
+from socialrec.serving.process import ServerProcess
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -96,53 +88,13 @@ def bundle(trained, workdir: Path) -> ModelBundle:
 
 @pytest.fixture(scope="module")
 def server(trained, config_file: Path, workdir: Path):
-    port = free_port()
-    env = {
-        **os.environ,
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "SOCIALREC_CACHE_DIR": str(workdir / "bundle-cache"),
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    log = open(workdir / "server.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "socialrec.training.cli",
-            "serve",
-            "--config",
-            str(config_file),
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    else:
-        proc.poll()
-    if proc.returncode is not None or time.time() >= deadline:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("server did not become ready:\n" + (workdir / "server.log").read_text()[-4000:])
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+    """`socialrec serve` itself (the CLI resolves the registry alias from the config)."""
+    env = {"SOCIALREC_CACHE_DIR": str(workdir / "bundle-cache"), "MLFLOW_TRACKING_URI": ""}
+    command = [sys.executable, "-m", "socialrec.training.cli", "serve", "--config",
+               str(config_file), "--port", "{port}"]
+    srv = ServerProcess(env, workdir / "server.log", command=command)
+    yield srv.url
+    srv.stop()
 
 
 def test_metrics_file_has_every_task_and_cutoff(trained):

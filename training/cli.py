@@ -200,7 +200,7 @@ def serve(
 
     cfg = _config(config, set_)
     env = dict(os.environ)
-    env.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri(cfg))
+    env["MLFLOW_TRACKING_URI"] = tracking.tracking_uri(cfg)  # already honours the environment
     env.setdefault("SOCIALREC_MODEL", cfg["serving"]["model"])
     env.setdefault("SOCIALREC_ALIAS", cfg["serving"]["alias"])
     env.setdefault("SOCIALREC_EVENT_STORE", tracking.anchored_sqlite(cfg["serving"]["event_store"]))

@@ -3,28 +3,20 @@ processes on free ports."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import mlflow
-import psutil
 import pytest
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from socialrec.models.bundle import ModelBundle
 from socialrec.serving.demo import random_bundle
+from socialrec.serving.process import ServerProcess
 
-BENTOML = str(Path(sys.executable).with_name("bentoml"))
-SERVICE = "socialrec.serving.service:SocialRec"
 ADMIN_TOKEN = "test-admin-token"
 
 EXPERIMENTS_YAML = """\
@@ -66,78 +58,12 @@ def experiments_file(tmp_path_factory) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A `bentoml serve` child process in its own process group."""
+class Server(ServerProcess):
+    """The service on a free port with the test settings (no polling, 4 threads, admin token)."""
 
     def __init__(self, env: dict[str, str], log_path: Path, timeout: float = 90.0) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.log = log_path.open("w")
-        full_env = {**os.environ, "SOCIALREC_POLL_SECONDS": "0", "SOCIALREC_THREADS": "4",
-                    "SOCIALREC_ADMIN_TOKEN": ADMIN_TOKEN, "MLFLOW_DISABLE_TELEMETRY": "true",
-                    "BENTOML_DO_NOT_TRACK": "true", **env}
-        self.proc = subprocess.Popen(
-            [BENTOML, "serve", SERVICE, "--host", "127.0.0.1", "--port", str(self.port)],
-            env=full_env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait_ready(timeout)
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"server not ready after {timeout} s:\n{self.tail()}")
-
-    def tail(self, lines: int = 40) -> str:
-        self.log.flush()
-        return "\n".join(self.log_path.read_text().splitlines()[-lines:])
-
-    def processes(self) -> list[psutil.Process]:
-        """The `bentoml serve` process and its descendants. The service worker runs in a session
-        of its own, so signalling the process group alone would orphan it."""
-        try:
-            parent = psutil.Process(self.proc.pid)
-            return [parent, *parent.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-
-    def kill(self) -> None:
-        """SIGKILL the server and its worker at once: nothing gets to clean up."""
-        procs = self.processes()
-        for p in procs:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.send_signal(signal.SIGKILL)
-        psutil.wait_procs(procs, timeout=15)
-        self.proc.wait(timeout=15)
-
-    def stop(self) -> None:
-        """SIGTERM to the process group (a graceful shutdown), SIGKILL to what is left."""
-        procs = self.processes()
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-        _, alive = psutil.wait_procs(procs, timeout=15)
-        for p in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.send_signal(signal.SIGKILL)
-        psutil.wait_procs(alive, timeout=15)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
-        self.log.close()
+        super().__init__({"SOCIALREC_POLL_SECONDS": "0", "SOCIALREC_THREADS": "4",
+                          "SOCIALREC_ADMIN_TOKEN": ADMIN_TOKEN, **env}, log_path, timeout)
 
 
 @pytest.fixture
