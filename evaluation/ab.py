@@ -16,12 +16,15 @@ row per (unit, user) with what that user did afterwards. Feedback reaches a row
 
 Per arm, a rate is the share of rows with at least one such event, revenue is per row (per
 user), joins per share is a ratio of sums. When every unit has one row (the units are the users)
-the rows are independent: rates get a two-proportion z-test, revenue Welch's t-test. When units
-are campaigns, users of one campaign are correlated, so every metric is a ratio of per-unit sums
-and its variance comes from the delta method (Deng, Knoblich & Lu 2018, "Applying the Delta
-Method in Metric Analytics"), which treats the unit, not the user, as the independent draw.
+the rows are independent: rates get Newcombe's score interval of the difference with a pooled
+two-proportion z-test, revenue Welch's t-test. When units are campaigns, users of one campaign
+are correlated, so every metric is a ratio of per-unit sums and its variance comes from the
+delta method (Deng, Knoblich & Lu 2018, "Applying the Delta Method in Metric Analytics"), which
+treats the unit, not the user, as the independent draw; such a comparison is flagged
+``small_sample`` when an arm has fewer than 30 events.
 
-Also: relative lift with a delta-method interval; a sample-ratio-mismatch check (chi-square
+Also: relative lift with an interval on the log of the ratio (never below -100%); a
+sample-ratio-mismatch check (chi-square
 goodness of fit against the configured weights) that flags the whole report; CUPED (Deng, Xu,
 Kohavi & Walker 2013, "Improving the Sensitivity of Online Controlled Experiments by Utilizing
 Pre-Experiment Data") with the user's pre-period activity as covariate; optional always-valid
@@ -194,9 +197,20 @@ def _attribute(ex: pd.DataFrame, fb: pd.DataFrame, rows: pd.DataFrame,
 
 # -- statistics --------------------------------------------------------------------------------
 
+#: Fewer events than this in either arm and a normal-approximation interval (delta method,
+#: Welch) is not to be trusted: the comparison is flagged ``small_sample``.
+SMALL_SAMPLE_EVENTS = 30
+
+
 @dataclass
 class Effect:
-    """Treatment against control on one metric."""
+    """Treatment against control on one metric.
+
+    ``rel_lift`` is treatment / control - 1; when it is undefined (a control of 0) it and
+    ``rel_ci`` are NaN (null in JSON) and ``rel_note`` says why. ``events`` are the users with
+    a nonzero outcome per arm (treatment, control) where they were counted; ``small_sample``
+    marks a normal-approximation test with fewer than :data:`SMALL_SAMPLE_EVENTS` of them in an
+    arm."""
 
     control: float
     treatment: float
@@ -205,8 +219,11 @@ class Effect:
     rel_lift: float
     rel_ci: tuple[float, float]
     p_value: float
-    se: float  # standard error of abs_lift
+    se: float  # standard error of abs_lift (unpooled, normal approximation)
     test: str
+    rel_note: str = ""
+    events: tuple[int, int] | None = None
+    small_sample: bool = False
 
 
 @functools.lru_cache(maxsize=16)
@@ -215,15 +232,23 @@ def _z(alpha: float) -> float:
 
 
 def _relative(m_t: float, v_t: float, m_c: float, v_c: float,
-              alpha: float) -> tuple[float, tuple[float, float]]:
-    """Relative lift m_t/m_c - 1 and its delta-method interval, from the two means and the
-    variances of the means (independent arms)."""
+              alpha: float) -> tuple[float, tuple[float, float], str]:
+    """Relative lift m_t/m_c - 1, its interval and, when either is undefined, the reason.
+
+    The interval is the delta method on log(m_t / m_c), whose variance is v_t/m_t^2 + v_c/m_c^2
+    for independent arms (``v`` are variances of the means), exponentiated: it is asymmetric and
+    never goes below -100% (Katz et al. 1978, "Obtaining Confidence Intervals for the Risk Ratio
+    in Cohort Studies", for rates; the same for means and ratio metrics)."""
+    nan = (math.nan, math.nan)
     if m_c == 0:
-        return math.nan, (math.nan, math.nan)
+        return math.nan, nan, "control is 0: relative lift undefined"
     rel = m_t / m_c - 1
-    se = math.sqrt(v_t / m_c**2 + m_t**2 * v_c / m_c**4)
-    z = _z(alpha)
-    return rel, (rel - z * se, rel + z * se)
+    if m_c < 0 or m_t <= 0:
+        return rel, nan, ("treatment is 0: no interval on the log scale" if m_t == 0 else
+                          "a negative mean: no interval on the log scale")
+    se = math.sqrt(v_t / m_t**2 + v_c / m_c**2)
+    half = _z(alpha) * se
+    return rel, (math.expm1(math.log1p(rel) - half), math.expm1(math.log1p(rel) + half)), ""
 
 
 def _p_normal(diff: float, se: float) -> float:
@@ -232,20 +257,51 @@ def _p_normal(diff: float, se: float) -> float:
     return float(2 * stats.norm.sf(abs(diff / se)))
 
 
+def wilson_interval(x: int, n: int, alpha: float = ALPHA) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion x/n (Wilson 1927), no continuity
+    correction."""
+    z = _z(alpha)
+    p = x / n
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z / (1 + z**2 / n) * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def newcombe_interval(x_t: int, n_t: int, x_c: int, n_c: int,
+                      alpha: float = ALPHA) -> tuple[float, float]:
+    """Interval of p_t - p_c by Newcombe's hybrid score method (Newcombe 1998, "Interval
+    estimation for the difference between independent proportions: comparison of eleven
+    methods", Stat. Med. 17:873-890, method 10): the two Wilson intervals combined by the
+    square-and-add rule. Unlike the Wald interval it keeps its coverage with few events and
+    never leaves [-1, 1]."""
+    p_t, p_c = x_t / n_t, x_c / n_c
+    l_t, u_t = wilson_interval(x_t, n_t, alpha)
+    l_c, u_c = wilson_interval(x_c, n_c, alpha)
+    diff = p_t - p_c
+    return (diff - math.sqrt((p_t - l_t) ** 2 + (u_c - p_c) ** 2),
+            diff + math.sqrt((u_t - p_t) ** 2 + (p_c - l_c) ** 2))
+
+
 def compare_proportions(x_t: int, n_t: int, x_c: int, n_c: int,
                         alpha: float = ALPHA) -> Effect:
-    """Two-proportion z-test (pooled standard error under H0 for the p-value, unpooled for the
-    interval)."""
+    """Difference of two independent proportions.
+
+    Interval: Newcombe's hybrid score interval (:func:`newcombe_interval`), which holds its
+    coverage with a handful of events where the Wald interval is too narrow. p-value: the
+    two-proportion z-test with the standard error pooled under H0, which keeps its size in
+    small samples better than the unpooled one. Neither is the inversion of the other, so at
+    the margin (p close to alpha) the interval and the test can still disagree; both are the
+    textbook small-sample choices. ``se`` is the unpooled standard error (the mSPRT and CUPED's
+    variance reduction use it). Relative lift: see :func:`_relative`."""
     p_t, p_c = x_t / n_t, x_c / n_c
     diff = p_t - p_c
     v_t, v_c = p_t * (1 - p_t) / n_t, p_c * (1 - p_c) / n_c
-    se = math.sqrt(v_t + v_c)
     pooled = (x_t + x_c) / (n_t + n_c)
     se0 = math.sqrt(pooled * (1 - pooled) * (1 / n_t + 1 / n_c))
-    z = _z(alpha)
-    rel, rel_ci = _relative(p_t, v_t, p_c, v_c, alpha)
-    return Effect(p_c, p_t, diff, (diff - z * se, diff + z * se), rel, rel_ci,
-                  _p_normal(diff, se0), se, "two-proportion z")
+    rel, rel_ci, rel_note = _relative(p_t, v_t, p_c, v_c, alpha)
+    return Effect(p_c, p_t, diff, newcombe_interval(x_t, n_t, x_c, n_c, alpha), rel, rel_ci,
+                  _p_normal(diff, se0), math.sqrt(v_t + v_c),
+                  "Newcombe interval, pooled z-test", rel_note, (x_t, x_c))
 
 
 def compare_means(y_t: np.ndarray, y_c: np.ndarray, alpha: float = ALPHA) -> Effect:
@@ -254,14 +310,14 @@ def compare_means(y_t: np.ndarray, y_c: np.ndarray, alpha: float = ALPHA) -> Eff
     m_t, m_c = float(y_t.mean()), float(y_c.mean())
     v_t, v_c = float(y_t.var(ddof=1)) / len(y_t), float(y_c.var(ddof=1)) / len(y_c)
     diff = m_t - m_c
-    rel, rel_ci = _relative(m_t, v_t, m_c, v_c, alpha)
+    rel, rel_ci, rel_note = _relative(m_t, v_t, m_c, v_c, alpha)
     if v_t + v_c == 0:  # both arms constant: nothing to test
         return Effect(m_c, m_t, diff, (diff, diff), rel, rel_ci, _p_normal(diff, 0.0), 0.0,
-                      "Welch t")
+                      "Welch t", rel_note)
     res = stats.ttest_ind(y_t, y_c, equal_var=False)
     ci = res.confidence_interval(1 - alpha)
     return Effect(m_c, m_t, diff, (float(ci.low), float(ci.high)), rel, rel_ci,
-                  float(res.pvalue), math.sqrt(v_t + v_c), "Welch t")
+                  float(res.pvalue), math.sqrt(v_t + v_c), "Welch t", rel_note)
 
 
 def ratio_estimate(num: np.ndarray, den: np.ndarray) -> tuple[float, float]:
@@ -286,9 +342,9 @@ def compare_ratios(num_t: np.ndarray, den_t: np.ndarray, num_c: np.ndarray, den_
     r_c, v_c = ratio_estimate(num_c, den_c)
     diff, se = r_t - r_c, math.sqrt(v_t + v_c)
     z = _z(alpha)
-    rel, rel_ci = _relative(r_t, v_t, r_c, v_c, alpha)
+    rel, rel_ci, rel_note = _relative(r_t, v_t, r_c, v_c, alpha)
     return Effect(r_c, r_t, diff, (diff - z * se, diff + z * se), rel, rel_ci,
-                  _p_normal(diff, se), se, "delta-method z")
+                  _p_normal(diff, se), se, "delta-method z", rel_note)
 
 
 def cuped(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, float]:
@@ -471,6 +527,11 @@ def _unit_sums(rows: pd.DataFrame, metric: Metric) -> tuple[np.ndarray, np.ndarr
     return np.bincount(codes, weights=num), np.bincount(codes, weights=den)
 
 
+def _events(rows: pd.DataFrame, metric: Metric) -> int:
+    """Rows with a nonzero outcome: users who converted, bought, shared, ..."""
+    return int((rows[metric.numerator].to_numpy() > 0).sum())
+
+
 def arm_value(rows: pd.DataFrame, metric: Metric) -> float:
     num, den = _metric_values(rows, metric)
     return float(num.sum() / den.sum()) if den.sum() > 0 else math.nan
@@ -497,8 +558,8 @@ def compare_metric(metric: Metric, treat: pd.DataFrame, ctrl: pd.DataFrame, *,
             effect.control, effect.treatment = plain.control, plain.control + effect.abs_lift
             v_t, v_c = (adjusted[: len(y_t)].var(ddof=1) / len(y_t),
                         adjusted[len(y_t):].var(ddof=1) / len(y_c))
-            effect.rel_lift, effect.rel_ci = _relative(effect.treatment, v_t, plain.control, v_c,
-                                                       alpha)
+            effect.rel_lift, effect.rel_ci, effect.rel_note = _relative(
+                effect.treatment, v_t, plain.control, v_c, alpha)
             reduction = 1 - effect.se**2 / plain.se**2 if plain.se > 0 else None
             unadjusted = plain
     else:
@@ -506,6 +567,12 @@ def compare_metric(metric: Metric, treat: pd.DataFrame, ctrl: pd.DataFrame, *,
         n_c, d_c = _unit_sums(ctrl, metric)
         effect, theta, reduction, unadjusted = compare_ratios(n_t, d_t, n_c, d_c, alpha), None, \
             None, None
+    if effect.events is None:
+        effect.events = (_events(treat, metric), _events(ctrl, metric))
+    # Newcombe's interval is built for few events; the normal approximations (the delta method
+    # on campaign sums, Welch's t, CUPED) are not, so they say when they have too few.
+    effect.small_sample = (not effect.test.startswith("Newcombe")
+                           and min(effect.events) < SMALL_SAMPLE_EVENTS)
     comp = Comparison(metric.name, variant, effect, bool(effect.p_value < alpha),
                       cuped=unadjusted is not None, theta=theta, variance_reduction=reduction,
                       unadjusted=unadjusted)

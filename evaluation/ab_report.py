@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import math
+from collections.abc import Iterable
 from html import escape
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from matplotlib.figure import Figure
 
 from socialrec.evaluation.ab import (
     METRIC_BY_NAME,
+    SMALL_SAMPLE_EVENTS,
     ABResult,
     Effect,
     Incrementality,
@@ -38,6 +40,7 @@ th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 .ok { background: #e6f4ea; border: 1px solid #5cb85c; }
 .sig { color: #1a7f37; font-weight: bold; } .neg { color: #b42318; font-weight: bold; }
 .note { color: #666; font-size: 0.9em; }
+.warn { color: #8a5a00; font-weight: bold; }
 img { max-width: 100%; }
 """
 
@@ -70,26 +73,49 @@ def _png(fig: Figure) -> str:
 
 
 def lift_plot(result: ABResult) -> str | None:
-    """Relative lift with its interval, one line per (metric, variant); base64 PNG."""
-    rows = [(f"{c.metric} · {c.variant}" + (" (CUPED)" if c.cuped else ""), c.effect)
-            for c in result.comparisons if math.isfinite(c.effect.rel_lift)]
-    rows += [(f"incremental conversion · {i.scope} vs holdout", i.conversion)
-             for i in result.incrementality if math.isfinite(i.conversion.rel_lift)]
-    if not rows:
+    """:func:`lift_figure` as a base64 PNG."""
+    fig = lift_figure(result)
+    return _png(fig) if fig is not None else None
+
+
+def lift_figure(result: ABResult) -> Figure | None:
+    """Relative lift with its interval, one line per (metric, variant).
+
+    Two panels, each on its own scale: the A/B variants against the control, and pushed against
+    held-out users. Push incrementality is usually hundreds of percent and A/B lifts a few, so
+    on one axis the A/B rows would be unreadable."""
+    ab = [(f"{c.metric} · {c.variant}" + (" (CUPED)" if c.cuped else ""), c.effect)
+          for c in result.comparisons if _plottable(c.effect)]
+    inc = [(f"conversion · {i.scope} pushed vs holdout", i.conversion)
+           for i in result.incrementality if _plottable(i.conversion)]
+    panels = [(f"A/B: variants vs {result.control}", ab),
+              ("push incrementality: pushed vs held-out users", inc)]
+    panels = [(title, rows) for title, rows in panels if rows]
+    if not panels:
         return None
-    fig = Figure(figsize=(8, 0.45 * len(rows) + 1.2))
-    ax = fig.add_subplot()
-    y = np.arange(len(rows))[::-1]
-    for yi, (_, e) in zip(y, rows, strict=True):
-        lo, hi = e.rel_ci
-        color = "#1a7f37" if lo > 0 else ("#b42318" if hi < 0 else "#555555")
-        ax.plot([100 * lo, 100 * hi], [yi, yi], color=color, lw=2)
-        ax.plot(100 * e.rel_lift, yi, "o", color=color)
-    ax.axvline(0, color="#999999", lw=1, ls="--")
-    ax.set_yticks(y, [label for label, _ in rows])
-    ax.set_xlabel(f"relative lift vs {result.control} (%), {100 * (1 - result.alpha):.0f}% CI")
-    ax.grid(axis="x", alpha=0.3)
-    return _png(fig)
+    sizes = [len(rows) for _, rows in panels]
+    fig = Figure(figsize=(8, 0.45 * sum(sizes) + 1.6 * len(panels)))
+    axes = fig.subplots(len(panels), 1, squeeze=False,
+                        gridspec_kw={"height_ratios": [n + 1.5 for n in sizes]})[:, 0]
+    for ax, (title, rows) in zip(axes, panels, strict=True):
+        y = np.arange(len(rows))[::-1]
+        for yi, (_, e) in zip(y, rows, strict=True):
+            lo, hi = e.rel_ci
+            color = "#1a7f37" if lo > 0 else ("#b42318" if hi < 0 else "#555555")
+            ax.plot([100 * lo, 100 * hi], [yi, yi], color=color, lw=2)
+            ax.plot(100 * e.rel_lift, yi, "o", color=color)
+        ax.axvline(0, color="#999999", lw=1, ls="--")
+        ax.set_yticks(y, [label for label, _ in rows])
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.set_title(title, fontsize=10, loc="left")
+        ax.set_xlabel(f"relative lift (%), {100 * (1 - result.alpha):.0f}% CI")
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _plottable(e: Effect) -> bool:
+    return all(math.isfinite(v) for v in (e.rel_lift, *e.rel_ci))
 
 
 def cumulative_plot(result: ABResult) -> str | None:
@@ -130,6 +156,33 @@ def _srm_html(check: SRMCheck | None) -> str:
             + _table(["arm", "observed", "observed share", "configured share"], rows) + note)
 
 
+def _rel(e: Effect) -> list[str]:
+    """The rel. lift and rel. CI cells; the reason when they are undefined."""
+    if not math.isfinite(e.rel_lift):
+        return [f"– <span class='note'>({escape(e.rel_note)})</span>", "–"]
+    ci = _ci(e.rel_ci, pct=True)
+    if e.rel_note:
+        ci += f" <span class='note'>({escape(e.rel_note)})</span>"
+    return [_fmt(e.rel_lift, pct=True), ci]
+
+
+def _test(e: Effect) -> str:
+    """The test cell, with a warning when its normal approximation rests on few events."""
+    if not e.small_sample:
+        return escape(e.test)
+    return f"{escape(e.test)} <span class='warn'>⚠ few events</span>"
+
+
+def _small_sample_note(effects: list[tuple[str, Effect]]) -> str:
+    lines = [f"{escape(name)}: {e.events[0]:,} / {e.events[1]:,} events"
+             for name, e in effects if e.small_sample and e.events]
+    if not lines:
+        return ""
+    return (f"<p class='warn'>⚠ Fewer than {SMALL_SAMPLE_EVENTS} events in an arm "
+            f"({'; '.join(lines)}; treatment / control). The normal approximation behind this "
+            "interval and p-value is unreliable there: read them as rough.</p>")
+
+
 def _sig(e: Effect, alpha: float) -> str:
     if e.p_value is None or not math.isfinite(e.p_value) or e.p_value >= alpha:
         return "no"
@@ -149,12 +202,12 @@ def _metric_section(result: ABResult, metric: str) -> str:
             cuped = ("off" if not c.cuped else
                      f"on (θ = {c.theta:.3g}, variance −{100 * (c.variance_reduction or 0):.1f}%)")
             rows.append([escape(c.variant), _fmt(e.abs_lift, metric), _ci(e.abs_ci, metric),
-                         _fmt(e.rel_lift, pct=True), _ci(e.rel_ci, pct=True), _p(e.p_value),
-                         _sig(e, result.alpha), escape(e.test), cuped,
+                         *_rel(e), _p(e.p_value), _sig(e, result.alpha), _test(e), cuped,
                          _ci(c.seq_ci, metric) if c.seq_ci else "–", _p(c.seq_p_value)])
         html += _table(["variant vs " + result.control, "abs. lift", "CI", "rel. lift",
                         "rel. CI", "p", "significant", "test", "CUPED",
                         "always-valid CI", "always-valid p"], rows)
+        html += _small_sample_note([(c.variant, c.effect) for c in comps])
     label = METRIC_BY_NAME[metric].label if metric in METRIC_BY_NAME else metric
     return f"<h2>{escape(label)}</h2>{html}"
 
@@ -167,18 +220,26 @@ def _incrementality_html(items: list[Incrementality], alpha: float) -> str:
         c, r = i.conversion, i.revenue
         rows.append([escape(i.scope), f"{i.pushed_users:,}", f"{i.holdout_users:,}",
                      _fmt(c.treatment, pct=True), _fmt(c.control, pct=True),
-                     _fmt(c.rel_lift, pct=True), _ci(c.rel_ci, pct=True), _p(c.p_value),
-                     _sig(c, alpha),
+                     _fmt(c.abs_lift, pct=True), _ci(c.abs_ci, pct=True), *_rel(c),
+                     _p(c.p_value), _sig(c, alpha),
                      f"{i.incremental_conversions:,.1f} {_ci(i.incremental_conversions_ci)}",
                      _fmt(r.abs_lift), f"{i.incremental_revenue:,.2f} "
                      f"{_ci(i.incremental_revenue_ci)}"])
     return ("<h2>push incrementality: pushed vs held-out users of the same campaigns</h2>"
             + _table(["scope", "pushed", "held out", "conv. pushed", "conv. held out",
-                      "rel. lift", "rel. CI", "p", "significant",
+                      "abs. lift", "CI", "rel. lift", "rel. CI", "p", "significant",
                       "incremental conversions [CI]", "revenue lift / user",
                       "incremental revenue [CI]"], rows)
             + "<p class='note'>incremental conversions = (rate pushed − rate held out) × "
-              "pushed users.</p>")
+              f"pushed users. Conversion: {escape(_tests(i.conversion for i in items))}; "
+              f"revenue: {escape(_tests(i.revenue for i in items))}.</p>"
+            + _small_sample_note([(f"{what} · {i.scope}", e) for i in items
+                                  for what, e in (("conversion", i.conversion),
+                                                  ("revenue", i.revenue))]))
+
+
+def _tests(effects: Iterable[Effect]) -> str:
+    return ", ".join(dict.fromkeys(e.test for e in effects))
 
 
 def render_html(result: ABResult) -> str:

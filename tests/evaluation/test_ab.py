@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -26,8 +27,14 @@ from socialrec.evaluation.ab import (
     power_two_proportions,
     read_experiment,
     srm_check,
+    wilson_interval,
 )
-from socialrec.evaluation.ab_report import render_html, render_json, write_report
+from socialrec.evaluation.ab_report import (
+    lift_figure,
+    render_html,
+    render_json,
+    write_report,
+)
 from socialrec.evaluation.simulate import SimSpec, simulate, simulate_rows
 from socialrec.features.events import EventStore
 from socialrec.training.cli_ab import ab_app
@@ -48,12 +55,85 @@ def test_two_proportion_z_test_known_answer():
     # pooled p = 0.1, se0 = sqrt(0.1 * 0.9 * 2 / 500) = 0.018974, z = 0.04 / se0 = 2.1082
     assert e.abs_lift == pytest.approx(0.04)
     assert e.p_value == pytest.approx(0.03501, abs=1e-4)
-    se = math.sqrt(0.12 * 0.88 / 500 + 0.08 * 0.92 / 500)
-    assert e.abs_ci == pytest.approx((0.04 - 1.959964 * se, 0.04 + 1.959964 * se))
+    assert e.se == pytest.approx(math.sqrt(0.12 * 0.88 / 500 + 0.08 * 0.92 / 500))
     assert e.rel_lift == pytest.approx(0.5)
-    # delta method: se_rel^2 = v_t / p_c^2 + p_t^2 v_c / p_c^4
-    se_rel = math.sqrt(0.12 * 0.88 / 500 / 0.08**2 + 0.12**2 * 0.08 * 0.92 / 500 / 0.08**4)
-    assert e.rel_ci == pytest.approx((0.5 - 1.959964 * se_rel, 0.5 + 1.959964 * se_rel))
+    # log scale: se(log RR)^2 = (1 - p_t) / x_t + (1 - p_c) / x_c (Katz), then exponentiated
+    se_log = math.sqrt(0.88 / 60 + 0.92 / 40)
+    assert e.rel_ci == pytest.approx((1.5 * math.exp(-1.959964 * se_log) - 1,
+                                      1.5 * math.exp(1.959964 * se_log) - 1))
+    assert e.events == (60, 40) and not e.small_sample
+
+
+def test_newcombe_interval_textbook_value():
+    # Newcombe (1998), Stat. Med. 17:873, Table II example (b): 56/70 vs 48/80, method 10
+    e = compare_proportions(56, 70, 48, 80)
+    assert e.abs_lift == pytest.approx(0.2)
+    assert e.abs_ci == pytest.approx((0.0524, 0.3339), abs=5e-5)
+    # Wilson intervals, by hand: 56/70 -> [0.6918, 0.8770] (Newcombe 1998, Table I)
+    assert wilson_interval(56, 70) == pytest.approx((0.6918, 0.8770), abs=5e-5)
+    # no events on either side: the interval is still a real interval around 0
+    lo, hi = compare_proportions(0, 50, 0, 50).abs_ci
+    assert -0.08 < lo < 0 < hi < 0.08
+
+
+@pytest.mark.parametrize(("n_t", "n_c", "p"), [(200, 200, 0.02), (2000, 100, 0.01)])
+def test_newcombe_interval_keeps_its_coverage_with_few_events(n_t, n_c, p):
+    """1,000 A/A draws with a handful of events (the second like a 5% push holdout): the
+    Newcombe interval covers the true difference 0 at least 93% of the time; the Wald interval
+    it replaced does not in the unbalanced case."""
+    rng = np.random.default_rng(n_t + n_c)
+    newcombe = wald = 0
+    for x_t, x_c in zip(rng.binomial(n_t, p, 1000), rng.binomial(n_c, p, 1000), strict=True):
+        e = compare_proportions(int(x_t), n_t, int(x_c), n_c)
+        newcombe += e.abs_ci[0] <= 0 <= e.abs_ci[1]
+        wald += abs(e.abs_lift) <= 1.959964 * e.se
+    print(f"n={n_t}/{n_c}, p={p}: coverage Newcombe {newcombe / 1000:.3f}, "
+          f"Wald {wald / 1000:.3f}")
+    assert newcombe / 1000 >= 0.93
+    if n_c < n_t:
+        assert wald / 1000 < 0.85
+
+
+def test_relative_interval_never_goes_below_minus_100_percent():
+    # the demo's "challenger vs holdout": 151 of 18,200 pushed against 1 of 938 held out; the
+    # old delta-method interval was -851% .. +2,208%
+    e = compare_proportions(151, 18_200, 1, 938)
+    lo, hi = e.rel_ci
+    assert -1 < lo < e.rel_lift < hi
+    assert e.rel_lift == pytest.approx((151 / 18_200) / (1 / 938) - 1)
+    # a tiny treatment rate against the control: the lift is near -100%, the bound above it
+    lo, hi = compare_proportions(1, 1000, 10, 1000).rel_ci
+    assert -1 < lo < -0.9 < hi < 0
+    rng = np.random.default_rng(3)
+    y_c = np.where(rng.random(300) < 0.01, 30.0, 0.0)  # ~3 buyers in the control
+    assert compare_means(rng.gamma(2, 15, 300), y_c).rel_ci[0] > -1
+    num_c = np.zeros(40)
+    num_c[0] = 1.0  # one event over 40 campaigns
+    r = compare_ratios(rng.poisson(1.0, 40).astype(float), np.full(40, 20.0), num_c,
+                       np.full(40, 20.0))
+    assert r.rel_ci[0] > -1 and r.rel_ci[1] > r.rel_lift
+
+
+def test_zero_control_rate_gives_no_relative_lift_and_says_why():
+    e = compare_proportions(5, 1000, 0, 100)
+    assert math.isnan(e.rel_lift) and all(math.isnan(b) for b in e.rel_ci)
+    assert "control is 0" in e.rel_note
+    assert e.abs_lift == pytest.approx(0.005) and e.abs_ci[0] < 0.005 < e.abs_ci[1]
+    assert math.isnan(compare_means(np.ones(10), np.zeros(10)).rel_lift)
+
+    # through the analysis and the report: null in JSON, the reason in the HTML
+    spec = SimSpec(unit="campaign", units=40, users_per_campaign=50, holdout=0.1, seed=2)
+    rows = simulate_rows(spec)
+    held = rows.arm == "holdout"
+    rows.loc[held, ["purchase", "revenue"]] = 0
+    rows.loc[held, "first_purchase_ts"] = pd.NaT
+    result = analyze(rows, spec.arms())
+    inc = next(i for i in result.incrementality if i.scope == "all")
+    assert inc.conversion.rel_note and inc.incremental_conversions > 0
+    data = json.loads(render_json(result))
+    conv = data["incrementality"][0]["conversion"]
+    assert conv["rel_lift"] is None and conv["rel_ci"] == [None, None]
+    assert "control is 0: relative lift undefined" in render_html(result)
 
 
 def test_welch_and_ratio_agree_when_every_unit_has_one_row():
@@ -303,3 +383,39 @@ def test_cli_simulate_then_report(tmp_path):
     res = runner.invoke(ab_app, ["report", "--store", url, "-e", "rec", "--since", "yesterday",
                                  "--experiments", str(Path(tmp_path / "missing.yaml"))])
     assert res.exit_code == 2 and "--since" in res.output
+
+
+def test_few_events_flag_campaign_comparisons(push_store):
+    spec = SimSpec(unit="campaign", units=20, users_per_campaign=20, base_conversion=0.03,
+                   seed=4)
+    result = analyze(simulate_rows(spec), spec.arms(), timeline=False)
+    c = result.comparison("conversion", "treatment")
+    assert c.effect.test == "delta-method z" and max(c.effect.events) < 30
+    assert c.effect.small_sample
+    html = render_html(result)
+    assert "⚠ few events" in html and "Fewer than 30 events in an arm" in html
+
+    store, spec, _ = push_store  # 80 campaigns of 60 users at 15%: hundreds of events per arm
+    result, _ = analyze_store(store, "push_exp", arms=spec.arms())
+    c = result.comparison("conversion", "treatment")
+    assert min(c.effect.events) >= 30 and not c.effect.small_sample
+    assert "few events" not in _metric_html(render_html(result), "conversion (users who bought)")
+
+
+def _metric_html(html: str, heading: str) -> str:
+    return html.split(f"<h2>{heading}</h2>")[1].split("<h2>")[0]
+
+
+def test_lift_plot_has_a_panel_per_scale():
+    """A/B lifts of a few percent and push lifts of hundreds get their own x-axes."""
+    spec = SimSpec(unit="campaign", units=200, users_per_campaign=100, holdout=0.1,
+                   base_conversion=0.1, push_lift=3.0, seed=6)
+    result = analyze(simulate_rows(spec), spec.arms(), metrics=(CONVERSION,), timeline=False)
+    ab, inc = lift_figure(result).axes
+    assert ab.get_title(loc="left").startswith("A/B") and "pushed" in inc.get_title(loc="left")
+    assert len(ab.get_yticks()) == 1 and len(inc.get_yticks()) == 3  # all, control, treatment
+    assert inc.get_xlim()[1] > 3 * ab.get_xlim()[1]
+
+    no_holdout = SimSpec(units=2000, seed=6)
+    result = analyze(simulate_rows(no_holdout), no_holdout.arms(), timeline=False)
+    assert len(lift_figure(result).axes) == 1
