@@ -237,7 +237,7 @@ class EventStore:
         if not unique:
             return 0
         if self.engine.dialect.name not in ("sqlite", "postgresql"):
-            raise NotImplementedError(
+            raise ValueError(
                 f"EventStore supports SQLite and PostgreSQL, not {self.engine.dialect.name!r}")
         insert = (sqlite.insert if self.is_sqlite else postgresql.insert)(self.feedback_table)
         # RETURNING on a conflict-ignoring insert yields exactly the rows that were new.

@@ -115,7 +115,7 @@ class RecommenderContract:
     """
 
     def make_model(self) -> Recommender:
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define make_model()")
 
     @pytest.fixture(scope="class")
     def fitted(self, tiny_world: TinyWorld) -> Recommender:
