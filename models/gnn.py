@@ -86,6 +86,7 @@ def normalized_adjacency(
         torch.from_numpy(a.indices.astype(np.int64)),
         torch.from_numpy(a.data),
         size=a.shape,
+        check_invariants=False,  # built by scipy above: canonical, sorted, in range
     )
 
 

@@ -166,6 +166,7 @@ class SocialGNNRecommender(Recommender):
             seed=seed, cl_weight=cl_weight, cl_mode=cl_mode, cl_eps=cl_eps,
             cl_temperature=cl_temperature, cl_layer=cl_layer, neg_candidates=neg_candidates,
             loss=loss, ssm_negatives=ssm_negatives, ssm_temperature=ssm_temperature,
+            dns_shared=unused.pop("dns_shared", 0),
             weighted_edges=weighted_edges, max_seconds=max_seconds, num_threads=num_threads,
         )
         self.validator = validator
@@ -207,6 +208,7 @@ class SocialGNNRecommender(Recommender):
         self.module = SocialGNN(data.n_users, data.n_items, p["embedding_dim"], p["num_layers"])
         optimizer = torch.optim.Adam(self.module.parameters(), lr=p["lr"])
         sampler = BPRSampler(data.train, p["seed"])
+        self._sampler = sampler
         best_state = copy.deepcopy(self.module.state_dict())
         stale = 0
         bar = tqdm(range(1, p["epochs"] + 1), desc=f"train {self.name}", disable=not show_progress,
@@ -259,12 +261,12 @@ class SocialGNNRecommender(Recommender):
         layers = m.layers(adj, noise_eps=p["cl_eps"] if xsim else 0.0)
         emb = torch.stack(layers).mean(dim=0)
         user_emb, item_emb = m.split(emb)
-        if neg.dim() == 2:  # DNS: the candidate the model scores highest
+        if neg.dim() == 2 and p["loss"] != "ssm":  # DNS: the candidate the model scores highest
             with torch.no_grad():
                 scores = (user_emb[users].unsqueeze(1) * item_emb[neg]).sum(-1)
             neg = neg.gather(1, scores.argmax(dim=1, keepdim=True)).squeeze(1)
         if p["loss"] == "ssm":
-            loss = self._ssm(user_emb, item_emb, users, pos) + p["l2"] * m.l2_penalty(users, pos, neg)
+            loss = self._ssm(user_emb, item_emb, users, pos, neg) + p["l2"] * m.l2_penalty(users, pos, neg[:, 0] if neg.dim() == 2 else neg)
         else:
             loss = m.bpr_loss(user_emb, item_emb, users, pos, neg, p["l2"])
         if contrast:
@@ -281,12 +283,29 @@ class SocialGNNRecommender(Recommender):
                                             + m.infonce(v1i[ii], v2i[ii], t))
         return loss
 
-    def _ssm(self, user_emb, item_emb, users, pos):
+    def _pool_negatives(self, user_emb, item_emb, users, m):
+        with torch.no_grad():
+            pool = torch.randint(0, item_emb.shape[0], (m,))
+            scores = user_emb[users] @ item_emb[pool].T
+            rows = np.arange(len(users))
+            for _ in range(8):
+                pick = scores.argmax(dim=1)
+                neg = pool[pick]
+                clash = self._sampler.is_positive(users.numpy(), neg.numpy())
+                if not clash.any():
+                    break
+                scores[rows[clash], pick.numpy()[clash]] = -torch.inf
+        return neg
+
+    def _ssm(self, user_emb, item_emb, users, pos, neg):
         p = self.params
-        shared = torch.randint(0, item_emb.shape[0], (p["ssm_negatives"],))
         u = F.normalize(user_emb[users], dim=-1)
         pos_s = (u * F.normalize(item_emb[pos], dim=-1)).sum(-1) / p["ssm_temperature"]
-        neg_s = u @ F.normalize(item_emb[shared], dim=-1).T / p["ssm_temperature"]
+        if neg.dim() == 2:
+            neg_s = (u.unsqueeze(1) * F.normalize(item_emb[neg], dim=-1)).sum(-1) / p["ssm_temperature"]
+        else:
+            shared = torch.randint(0, item_emb.shape[0], (p["ssm_negatives"],))
+            neg_s = u @ F.normalize(item_emb[shared], dim=-1).T / p["ssm_temperature"]
         return (torch.logsumexp(torch.cat([pos_s[:, None], neg_s], 1), 1) - pos_s).mean()
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from socialrec.training.cli_ab import ab_app
 from socialrec.training.config import PROJECT_ROOT, ConfigError, load_config
+from socialrec.training.tune import tune_app
 
 app = typer.Typer(
     help="socialrec: social e-commerce recommendation and targeted push.",
@@ -24,6 +25,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(ab_app, name="ab")
+app.add_typer(tune_app, name="tune")
 console = Console()
 
 ConfigOpt = Annotated[
