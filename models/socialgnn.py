@@ -266,7 +266,9 @@ class SocialGNNRecommender(Recommender):
                 scores = (user_emb[users].unsqueeze(1) * item_emb[neg]).sum(-1)
             neg = neg.gather(1, scores.argmax(dim=1, keepdim=True)).squeeze(1)
         if p["loss"] == "ssm":
-            loss = self._ssm(user_emb, item_emb, users, pos, neg) + p["l2"] * m.l2_penalty(users, pos, neg[:, 0] if neg.dim() == 2 else neg)
+            first_neg = neg[:, 0] if neg.dim() == 2 else neg
+            loss = (self._ssm(user_emb, item_emb, users, pos, neg)
+                    + p["l2"] * m.l2_penalty(users, pos, first_neg))
         else:
             loss = m.bpr_loss(user_emb, item_emb, users, pos, neg, p["l2"])
         if contrast:
@@ -302,7 +304,8 @@ class SocialGNNRecommender(Recommender):
         u = F.normalize(user_emb[users], dim=-1)
         pos_s = (u * F.normalize(item_emb[pos], dim=-1)).sum(-1) / p["ssm_temperature"]
         if neg.dim() == 2:
-            neg_s = (u.unsqueeze(1) * F.normalize(item_emb[neg], dim=-1)).sum(-1) / p["ssm_temperature"]
+            neg_items = F.normalize(item_emb[neg], dim=-1)
+            neg_s = (u.unsqueeze(1) * neg_items).sum(-1) / p["ssm_temperature"]
         else:
             shared = torch.randint(0, item_emb.shape[0], (p["ssm_negatives"],))
             neg_s = u @ F.normalize(item_emb[shared], dim=-1).T / p["ssm_temperature"]
