@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from socialrec.models.share_ranker import (
     tie_strength_scorer,
     train_share_ranker,
 )
-from socialrec.training.benchmark import seeded
+from socialrec.training.benchmark import git_commit, mean_std, seeded
 from socialrec.training.config import PROJECT_ROOT, load_config
 from socialrec.training.pipeline import describe, fit_model, prepare
 
@@ -117,20 +116,6 @@ def run_dataset(config_file: str, seeds: list[int], model: str | None,
     return runs
 
 
-def _mean_std(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT,
-                              capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _mrr(runs: DatasetRuns, method: str) -> np.ndarray:
     return np.array([m["mrr@10"] for m in runs.metrics[method]])
 
@@ -160,7 +145,7 @@ def markdown(all_runs: list[DatasetRuns], command: str, seeds: list[int]) -> str
     lines = [
         "# Share partners: learned ranker vs baselines",
         "",
-        f"Made by `{command}` on {dt.date.today().isoformat()} at commit `{_git_commit()}` "
+        f"Made by `{command}` on {dt.date.today().isoformat()} at commit `{git_commit()}` "
         f"({platform.machine()}, Python {platform.python_version()}, 2 CPU threads).",
         "",
         "## Protocol",
@@ -206,7 +191,7 @@ def markdown(all_runs: list[DatasetRuns], command: str, seeds: list[int]) -> str
         learned, other = _mrr(runs, "learned ranker"), _mrr(runs, best)
         cov = runs.metrics["learned ranker"][0]["coverage"]
         lines.append(
-            f"| {runs.name} | {_mean_std(list(learned))} | {best}: {_mean_std(list(other))} | "
+            f"| {runs.name} | {mean_std(list(learned))} | {best}: {mean_std(list(other))} | "
             f"{cov:.4f} | {runs.trivial:.1%} | "
             f"{'wins' if learned.mean() > other.mean() else 'loses'} |")
     for runs in all_runs:
@@ -233,7 +218,7 @@ def markdown(all_runs: list[DatasetRuns], command: str, seeds: list[int]) -> str
             "|---|" + "---:|" * (len(METRICS) + 1),
         ]
         for method in METHODS:
-            cells = [_mean_std([m[name] for m in runs.metrics[method]])
+            cells = [mean_std([m[name] for m in runs.metrics[method]])
                      for name in [*METRICS, "coverage"]]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines += ["", f"Verdict: {verdict(runs)}.", "",

@@ -88,13 +88,13 @@ def run_benchmark(
     return results, prepared, bench_id
 
 
-def _mean_std(values: list[float]) -> str:
+def mean_std(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.4f}"
     return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
     try:
         return subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -123,7 +123,7 @@ def markdown(
     lines = [
         f"# {config['dataset']['name']}: benchmark",
         "",
-        f"Made by `{command}` on {dt.date.today().isoformat()} at commit `{_git_commit()}` "
+        f"Made by `{command}` on {dt.date.today().isoformat()} at commit `{git_commit()}` "
         f"({platform.machine()}, {platform.python_version()}); MLflow tag `benchmark={bench_id}`.",
         "",
         "## Protocol",
@@ -164,7 +164,7 @@ def markdown(
             cells = []
             for name in names + extra:
                 values = [m[task][name] for m in r.metrics if task in m and name in m[task]]
-                cells.append(_mean_std(values) if values else "—")
+                cells.append(mean_std(values) if values else "—")
             lines.append(f"| {r.model} | " + " | ".join(cells) + " |")
     lines += [
         "",
