@@ -82,6 +82,33 @@ class BPRSampler:
             yield (torch.from_numpy(users), torch.from_numpy(pos), torch.from_numpy(neg))
 
 
+class UserBatchSampler:
+    """Batches of users with all their training positives, for the full-softmax loss.
+
+    Yields ``(users, rows, items)``: ``users`` the batch (shuffled), and for every training
+    positive of a batch user its row in the batch and its item. Scoring each user once against the
+    whole catalogue then serves all of that user's positives (LastFM: ~39 per user).
+    """
+
+    def __init__(self, train: sp.csr_matrix, seed: int) -> None:
+        self.train = sp.csr_matrix(train, copy=True)
+        self.train.eliminate_zeros()
+        self.users = np.flatnonzero(np.diff(self.train.indptr) > 0)
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def epoch(self, users_per_step: int):
+        order = self.rng.permutation(self.users)
+        for start in range(0, len(order), users_per_step):
+            users = order[start : start + users_per_step]
+            block = self.train[users]
+            rows = np.repeat(np.arange(len(users)), np.diff(block.indptr))
+            yield (torch.from_numpy(users.astype(np.int64)), torch.from_numpy(rows),
+                   torch.from_numpy(block.indices.astype(np.int64)))
+
+
 @contextmanager
 def limit_threads(n: int | None):
     """Run torch and the BLAS under numpy with ``n`` threads inside the block (``None``: as is).
@@ -141,8 +168,9 @@ class SocialGNNRecommender(Recommender):
         cl_layer: int = 1,
         neg_candidates: int = 1,
         loss: str = "bpr",
+        users_per_step: int = 256,
         ssm_negatives: int = 256,
-        ssm_temperature: float = 0.1,
+        temperature: float = 0.1,
         weighted_edges: bool = True,
         max_seconds: float | None = None,
         num_threads: int | None = None,
@@ -155,6 +183,8 @@ class SocialGNNRecommender(Recommender):
             raise ValueError(f"social_norm must be 'joint' or 'separate', got {social_norm!r}")
         if not 0 <= cl_layer <= num_layers:
             raise ValueError(f"cl_layer must be in 0..num_layers={num_layers}, got {cl_layer}")
+        if loss not in ("bpr", "ssm", "softmax"):
+            raise ValueError(f"loss must be 'bpr', 'ssm' or 'softmax', got {loss!r}")
         if neg_candidates < 1:
             raise ValueError(f"neg_candidates must be >= 1, got {neg_candidates}")
         if unused:
@@ -165,8 +195,8 @@ class SocialGNNRecommender(Recommender):
             batch_size=batch_size, epochs=epochs, patience=patience, eval_every=eval_every,
             seed=seed, cl_weight=cl_weight, cl_mode=cl_mode, cl_eps=cl_eps,
             cl_temperature=cl_temperature, cl_layer=cl_layer, neg_candidates=neg_candidates,
-            loss=loss, ssm_negatives=ssm_negatives, ssm_temperature=ssm_temperature,
-            dns_shared=unused.pop("dns_shared", 0),
+            loss=loss, users_per_step=users_per_step, ssm_negatives=ssm_negatives,
+            temperature=temperature,
             weighted_edges=weighted_edges, max_seconds=max_seconds, num_threads=num_threads,
         )
         self.validator = validator
@@ -190,7 +220,7 @@ class SocialGNNRecommender(Recommender):
         self.module.eval()
         with torch.no_grad():
             u, i = self.module.split(self.module.get_embedding(adj))
-            if self.params["loss"] == "ssm":
+            if self.params["loss"] in ("ssm", "softmax"):
                 u, i = F.normalize(u, dim=-1), F.normalize(i, dim=-1)
         self.module.train()
         return u.numpy().astype(np.float32), i.numpy().astype(np.float32)
@@ -207,8 +237,14 @@ class SocialGNNRecommender(Recommender):
         adj = self.adjacency(data)
         self.module = SocialGNN(data.n_users, data.n_items, p["embedding_dim"], p["num_layers"])
         optimizer = torch.optim.Adam(self.module.parameters(), lr=p["lr"])
-        sampler = BPRSampler(data.train, p["seed"])
-        self._sampler = sampler
+        if p["loss"] == "softmax":
+            user_sampler = UserBatchSampler(data.train, p["seed"])
+            batches = lambda: user_sampler.epoch(p["users_per_step"])  # noqa: E731
+            step = self._softmax_step
+        else:
+            sampler = BPRSampler(data.train, p["seed"])
+            batches = lambda: sampler.epoch(p["batch_size"], p["neg_candidates"])  # noqa: E731
+            step = self._step
         best_state = copy.deepcopy(self.module.state_dict())
         stale = 0
         bar = tqdm(range(1, p["epochs"] + 1), desc=f"train {self.name}", disable=not show_progress,
@@ -216,8 +252,8 @@ class SocialGNNRecommender(Recommender):
         for epoch in bar:
             t0 = time.perf_counter()
             total, steps = 0.0, 0
-            for users, pos, neg in sampler.epoch(p["batch_size"], p["neg_candidates"]):
-                loss = self._step(adj, users, pos, neg)
+            for batch in batches():
+                loss = step(adj, *batch)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -272,43 +308,60 @@ class SocialGNNRecommender(Recommender):
         else:
             loss = m.bpr_loss(user_emb, item_emb, users, pos, neg, p["l2"])
         if contrast:
-            if xsim:
-                view1, view2 = emb, layers[p["cl_layer"]]
-            else:
-                view1 = m.get_embedding(adj, noise_eps=p["cl_eps"])
-                view2 = m.get_embedding(adj, noise_eps=p["cl_eps"])
-            v1u, v1i = m.split(view1)
-            v2u, v2i = m.split(view2)
-            uu, ii = torch.unique(users), torch.unique(pos)
-            t = p["cl_temperature"]
-            loss = loss + p["cl_weight"] * (m.infonce(v1u[uu], v2u[uu], t)
-                                            + m.infonce(v1i[ii], v2i[ii], t))
+            loss = loss + self._contrast(adj, emb, layers, users, pos)
         return loss
 
-    def _pool_negatives(self, user_emb, item_emb, users, m):
-        with torch.no_grad():
-            pool = torch.randint(0, item_emb.shape[0], (m,))
-            scores = user_emb[users] @ item_emb[pool].T
-            rows = np.arange(len(users))
-            for _ in range(8):
-                pick = scores.argmax(dim=1)
-                neg = pool[pick]
-                clash = self._sampler.is_positive(users.numpy(), neg.numpy())
-                if not clash.any():
-                    break
-                scores[rows[clash], pick.numpy()[clash]] = -torch.inf
-        return neg
+    def _softmax_step(self, adj: torch.Tensor, users: torch.Tensor, rows: torch.Tensor,
+                      items: torch.Tensor) -> torch.Tensor:
+        """Full softmax over the catalogue: each batch user's cosine scores against every item,
+        divided by ``temperature``; the loss is the mean negative log-likelihood of the user's
+        training positives (the multinomial likelihood of Liang et al., *Variational Autoencoders
+        for Collaborative Filtering*, WWW 2018, on LightGCN's embeddings)."""
+        assert self.module is not None
+        p, m = self.params, self.module
+        contrast = p["cl_weight"] > 0
+        xsim = contrast and p["cl_mode"] == "xsimgcl"
+        layers = m.layers(adj, noise_eps=p["cl_eps"] if xsim else 0.0)
+        emb = torch.stack(layers).mean(dim=0)
+        user_emb, item_emb = m.split(emb)
+        u = F.normalize(user_emb[users], dim=-1)
+        logits = u @ F.normalize(item_emb, dim=-1).T / p["temperature"]
+        loss = -F.log_softmax(logits, dim=1)[rows, items].mean()
+        if p["l2"] > 0:
+            e0 = m.embedding.weight
+            touched = torch.unique(items)
+            loss = loss + p["l2"] * (e0[users].pow(2).sum() + e0[m.num_users + touched].pow(2).sum()
+                                     ) / len(users)
+        if contrast:
+            loss = loss + self._contrast(adj, emb, layers, users, items)
+        return loss
+
+    def _contrast(self, adj: torch.Tensor, emb: torch.Tensor, layers: list[torch.Tensor],
+                  users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The weighted SimGCL / XSimGCL InfoNCE term over the batch's distinct users and items."""
+        p, m = self.params, self.module
+        assert m is not None
+        if p["cl_mode"] == "xsimgcl":
+            view1, view2 = emb, layers[p["cl_layer"]]
+        else:
+            view1 = m.get_embedding(adj, noise_eps=p["cl_eps"])
+            view2 = m.get_embedding(adj, noise_eps=p["cl_eps"])
+        v1u, v1i = m.split(view1)
+        v2u, v2i = m.split(view2)
+        uu, ii = torch.unique(users), torch.unique(items)
+        t = p["cl_temperature"]
+        return p["cl_weight"] * (m.infonce(v1u[uu], v2u[uu], t) + m.infonce(v1i[ii], v2i[ii], t))
 
     def _ssm(self, user_emb, item_emb, users, pos, neg):
         p = self.params
         u = F.normalize(user_emb[users], dim=-1)
-        pos_s = (u * F.normalize(item_emb[pos], dim=-1)).sum(-1) / p["ssm_temperature"]
+        pos_s = (u * F.normalize(item_emb[pos], dim=-1)).sum(-1) / p["temperature"]
         if neg.dim() == 2:
             neg_items = F.normalize(item_emb[neg], dim=-1)
-            neg_s = (u.unsqueeze(1) * neg_items).sum(-1) / p["ssm_temperature"]
+            neg_s = (u.unsqueeze(1) * neg_items).sum(-1) / p["temperature"]
         else:
             shared = torch.randint(0, item_emb.shape[0], (p["ssm_negatives"],))
-            neg_s = u @ F.normalize(item_emb[shared], dim=-1).T / p["ssm_temperature"]
+            neg_s = u @ F.normalize(item_emb[shared], dim=-1).T / p["temperature"]
         return (torch.logsumexp(torch.cat([pos_s[:, None], neg_s], 1), 1) - pos_s).mean()
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,71 @@
+"""The social GNN and plain LightGCN behind the Recommender contract (BPR and full-softmax
+losses), plus the samplers that feed them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import RecommenderContract
+
+from socialrec.models.base import Recommender
+from socialrec.models.socialgnn import (
+    BPRSampler,
+    LightGCNRecommender,
+    SocialGNNRecommender,
+    UserBatchSampler,
+)
+
+SMALL = dict(embedding_dim=8, num_layers=2, lr=0.05, epochs=60, num_threads=1, seed=0)
+# The softmax loss fits the cyclic windows themselves with 8 dimensions (and then may rank the
+# item opposite a user's window below the other community): two dimensions, as ALS's factors.
+SOFTMAX = {**SMALL, "embedding_dim": 2, "loss": "softmax", "users_per_step": 32,
+           "temperature": 0.5}
+
+
+class TestSocialGNNBPR(RecommenderContract):
+    def make_model(self) -> Recommender:
+        return SocialGNNRecommender(**SMALL, batch_size=256, social_weight=0.5)
+
+
+class TestSocialGNNSoftmax(RecommenderContract):
+    def make_model(self) -> Recommender:
+        return SocialGNNRecommender(**SOFTMAX, social_weight=0.5)
+
+
+class TestLightGCN(RecommenderContract):
+    def make_model(self) -> Recommender:
+        return LightGCNRecommender(**SOFTMAX, social_weight=1.0)
+
+    def test_has_no_social_edges(self, tiny_world):
+        model = self.make_model()
+        assert model.params["social_weight"] == 0.0
+        n_users = tiny_world.data.n_users
+        user_block = model.adjacency(tiny_world.data).to_dense()[:n_users, :n_users]
+        assert user_block.abs().sum() == 0
+
+
+def test_user_batches_cover_every_training_positive_once():
+    train = sp.random(50, 30, density=0.2, format="csr", random_state=np.random.default_rng(1))
+    train.data[:] = 1.0
+    seen = []
+    for users, rows, items in UserBatchSampler(train, seed=3).epoch(7):
+        assert len(users) <= 7 and len(rows) == len(items)
+        seen += [(int(users[r]), int(i)) for r, i in zip(rows, items, strict=True)]
+    coo = train.tocoo()
+    assert sorted(seen) == sorted(zip(coo.row.tolist(), coo.col.tolist(), strict=True))
+
+
+def test_bpr_negatives_rarely_hit_training_positives():
+    rng = np.random.default_rng(0)
+    train = sp.random(200, 50, density=0.3, format="csr", random_state=rng)
+    sampler = BPRSampler(train, seed=0)
+    users, pos, neg = next(sampler.epoch(4096))
+    assert sampler.is_positive(users.numpy(), pos.numpy()).all()
+    assert sampler.is_positive(users.numpy(), neg.numpy()).mean() < 0.15  # ~0.3² after one redraw
+
+
+@pytest.mark.parametrize("bad", [dict(loss="hinge"), dict(cl_mode="sgl"), dict(neg_candidates=0)])
+def test_bad_parameters_are_refused_with_their_name(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        SocialGNNRecommender(**bad)
