@@ -129,7 +129,7 @@ def limit_threads(n: int | None):
 
 
 class SocialGNNRecommender(Recommender):
-    """The social GNN (models/gnn.py) trained with BPR; ``social_weight=0`` gives plain LightGCN.
+    """The social GNN (models/gnn.py), BPR or softmax loss; ``social_weight=0`` gives LightGCN.
 
     Args mirror the ``model.socialgnn`` section of configs/defaults.yaml. Beyond LightGCN's:
 
@@ -139,7 +139,10 @@ class SocialGNNRecommender(Recommender):
     - ``cl_weight``, ``cl_mode``, ``cl_eps``, ``cl_temperature``, ``cl_layer``: the contrastive
       term, ``"simgcl"`` (two extra noisy passes) or ``"xsimgcl"`` (one noisy pass; its final
       embedding against layer ``cl_layer``, and BPR on the same noisy pass).
-    - ``neg_candidates``: hard negatives, DNS (Zhang et al., *Optimizing Top-N Collaborative
+    - ``loss``: ``"bpr"`` (LightGCN's, with ``batch_size`` triples per step) or ``"softmax"``
+      (:meth:`_softmax_step`: ``users_per_step`` users with all their positives per step, cosine /
+      ``temperature``, against the whole catalogue or ``softmax_negatives`` sampled items).
+    - ``neg_candidates``: hard negatives for BPR, DNS (Zhang et al., *Optimizing Top-N Collaborative
       Filtering via Dynamic Negative Item Sampling*, SIGIR 2013): of that many uniform candidates,
       the one the model currently scores highest is the negative (1: plain uniform sampling).
     - ``num_threads``: torch threads while fitting (``None``: torch's default).
@@ -169,7 +172,7 @@ class SocialGNNRecommender(Recommender):
         neg_candidates: int = 1,
         loss: str = "bpr",
         users_per_step: int = 256,
-        ssm_negatives: int = 256,
+        softmax_negatives: int = 0,
         temperature: float = 0.1,
         weighted_edges: bool = True,
         max_seconds: float | None = None,
@@ -183,8 +186,10 @@ class SocialGNNRecommender(Recommender):
             raise ValueError(f"social_norm must be 'joint' or 'separate', got {social_norm!r}")
         if not 0 <= cl_layer <= num_layers:
             raise ValueError(f"cl_layer must be in 0..num_layers={num_layers}, got {cl_layer}")
-        if loss not in ("bpr", "ssm", "softmax"):
-            raise ValueError(f"loss must be 'bpr', 'ssm' or 'softmax', got {loss!r}")
+        if loss not in ("bpr", "softmax"):
+            raise ValueError(f"loss must be 'bpr' or 'softmax', got {loss!r}")
+        if softmax_negatives < 0:
+            raise ValueError(f"softmax_negatives must be >= 0, got {softmax_negatives}")
         if neg_candidates < 1:
             raise ValueError(f"neg_candidates must be >= 1, got {neg_candidates}")
         if unused:
@@ -195,7 +200,7 @@ class SocialGNNRecommender(Recommender):
             batch_size=batch_size, epochs=epochs, patience=patience, eval_every=eval_every,
             seed=seed, cl_weight=cl_weight, cl_mode=cl_mode, cl_eps=cl_eps,
             cl_temperature=cl_temperature, cl_layer=cl_layer, neg_candidates=neg_candidates,
-            loss=loss, users_per_step=users_per_step, ssm_negatives=ssm_negatives,
+            loss=loss, users_per_step=users_per_step, softmax_negatives=softmax_negatives,
             temperature=temperature,
             weighted_edges=weighted_edges, max_seconds=max_seconds, num_threads=num_threads,
         )
@@ -220,7 +225,7 @@ class SocialGNNRecommender(Recommender):
         self.module.eval()
         with torch.no_grad():
             u, i = self.module.split(self.module.get_embedding(adj))
-            if self.params["loss"] in ("ssm", "softmax"):
+            if self.params["loss"] == "softmax":
                 u, i = F.normalize(u, dim=-1), F.normalize(i, dim=-1)
         self.module.train()
         return u.numpy().astype(np.float32), i.numpy().astype(np.float32)
@@ -297,26 +302,29 @@ class SocialGNNRecommender(Recommender):
         layers = m.layers(adj, noise_eps=p["cl_eps"] if xsim else 0.0)
         emb = torch.stack(layers).mean(dim=0)
         user_emb, item_emb = m.split(emb)
-        if neg.dim() == 2 and p["loss"] != "ssm":  # DNS: the candidate the model scores highest
+        if neg.dim() == 2:  # DNS: the candidate the model scores highest
             with torch.no_grad():
                 scores = (user_emb[users].unsqueeze(1) * item_emb[neg]).sum(-1)
             neg = neg.gather(1, scores.argmax(dim=1, keepdim=True)).squeeze(1)
-        if p["loss"] == "ssm":
-            first_neg = neg[:, 0] if neg.dim() == 2 else neg
-            loss = (self._ssm(user_emb, item_emb, users, pos, neg)
-                    + p["l2"] * m.l2_penalty(users, pos, first_neg))
-        else:
-            loss = m.bpr_loss(user_emb, item_emb, users, pos, neg, p["l2"])
+        loss = m.bpr_loss(user_emb, item_emb, users, pos, neg, p["l2"])
         if contrast:
             loss = loss + self._contrast(adj, emb, layers, users, pos)
         return loss
 
     def _softmax_step(self, adj: torch.Tensor, users: torch.Tensor, rows: torch.Tensor,
                       items: torch.Tensor) -> torch.Tensor:
-        """Full softmax over the catalogue: each batch user's cosine scores against every item,
-        divided by ``temperature``; the loss is the mean negative log-likelihood of the user's
-        training positives (the multinomial likelihood of Liang et al., *Variational Autoencoders
-        for Collaborative Filtering*, WWW 2018, on LightGCN's embeddings)."""
+        """Softmax loss over the catalogue for a batch of users and all their training positives.
+
+        Scores are cosines divided by ``temperature``. Each positive competes with every item that
+        is not a training positive of the user (``softmax_negatives=0``) or with a uniform sample
+        of that many items shared by the batch (sampled softmax, Bengio & Senécal 2008, with the
+        uniform proposal's log(I / n) correction). The softmax (multinomial) likelihood for
+        collaborative filtering: Liang et al., *Variational Autoencoders for Collaborative
+        Filtering*, WWW 2018; with cosine and a temperature on LightGCN-style encoders it trains
+        faster and ranks better than BPR (Wu et al., *On the Effectiveness of Sampled Softmax Loss
+        for Item Recommendation*, TOIS 2024) — here: LastFM to a better validation NDCG in ~1/3
+        of BPR's time, results/lastfm.md.
+        """
         assert self.module is not None
         p, m = self.params, self.module
         contrast = p["cl_weight"] > 0
@@ -325,8 +333,23 @@ class SocialGNNRecommender(Recommender):
         emb = torch.stack(layers).mean(dim=0)
         user_emb, item_emb = m.split(emb)
         u = F.normalize(user_emb[users], dim=-1)
-        logits = u @ F.normalize(item_emb, dim=-1).T / p["temperature"]
-        loss = -F.log_softmax(logits, dim=1)[rows, items].mean()
+        item_emb = F.normalize(item_emb, dim=-1)
+        t, n_items = p["temperature"], item_emb.shape[0]
+        pos_scores = (u[rows] * item_emb[items]).sum(-1) / t
+        sampled = 0 < p["softmax_negatives"] < n_items
+        if sampled:
+            # a uniform sample shared by the batch; log(I / n) makes its log-sum-exp an estimate
+            # of the whole catalogue's. A sampled item that is a positive of the user stays in:
+            # at catalogue sizes that need sampling it is rare.
+            pool = torch.randint(0, n_items, (p["softmax_negatives"],))
+            neg_lse = (torch.logsumexp(u @ item_emb[pool].T / t, dim=1)
+                       + np.log(n_items / p["softmax_negatives"]))
+        else:
+            # every item but the user's training positives (each positive competes with the
+            # negatives only, not with the user's other positives)
+            logits = (u @ item_emb.T / t).index_put((rows, items), torch.tensor(-torch.inf))
+            neg_lse = torch.logsumexp(logits, dim=1)
+        loss = (torch.logaddexp(pos_scores, neg_lse[rows]) - pos_scores).mean()
         if p["l2"] > 0:
             e0 = m.embedding.weight
             touched = torch.unique(items)
@@ -351,18 +374,6 @@ class SocialGNNRecommender(Recommender):
         uu, ii = torch.unique(users), torch.unique(items)
         t = p["cl_temperature"]
         return p["cl_weight"] * (m.infonce(v1u[uu], v2u[uu], t) + m.infonce(v1i[ii], v2i[ii], t))
-
-    def _ssm(self, user_emb, item_emb, users, pos, neg):
-        p = self.params
-        u = F.normalize(user_emb[users], dim=-1)
-        pos_s = (u * F.normalize(item_emb[pos], dim=-1)).sum(-1) / p["temperature"]
-        if neg.dim() == 2:
-            neg_items = F.normalize(item_emb[neg], dim=-1)
-            neg_s = (u.unsqueeze(1) * neg_items).sum(-1) / p["temperature"]
-        else:
-            shared = torch.randint(0, item_emb.shape[0], (p["ssm_negatives"],))
-            neg_s = u @ F.normalize(item_emb[shared], dim=-1).T / p["temperature"]
-        return (torch.logsumexp(torch.cat([pos_s[:, None], neg_s], 1), 1) - pos_s).mean()
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         if self._user_emb is None or self._item_emb is None:

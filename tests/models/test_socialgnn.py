@@ -33,6 +33,11 @@ class TestSocialGNNSoftmax(RecommenderContract):
         return SocialGNNRecommender(**SOFTMAX, social_weight=0.5)
 
 
+class TestSocialGNNSampledSoftmax(RecommenderContract):
+    def make_model(self) -> Recommender:
+        return SocialGNNRecommender(**SOFTMAX, softmax_negatives=8, social_weight=0.5)
+
+
 class TestLightGCN(RecommenderContract):
     def make_model(self) -> Recommender:
         return LightGCNRecommender(**SOFTMAX, social_weight=1.0)
@@ -65,7 +70,8 @@ def test_bpr_negatives_rarely_hit_training_positives():
     assert sampler.is_positive(users.numpy(), neg.numpy()).mean() < 0.15  # ~0.3² after one redraw
 
 
-@pytest.mark.parametrize("bad", [dict(loss="hinge"), dict(cl_mode="sgl"), dict(neg_candidates=0)])
+@pytest.mark.parametrize("bad", [dict(loss="hinge"), dict(cl_mode="sgl"), dict(neg_candidates=0),
+                                 dict(softmax_negatives=-1)])
 def test_bad_parameters_are_refused_with_their_name(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         SocialGNNRecommender(**bad)
