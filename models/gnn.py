@@ -20,6 +20,7 @@ With ``social_weight = 0`` the model is plain LightGCN (the baseline ``lightgcn`
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -81,13 +82,17 @@ def normalized_adjacency(
     a = a.astype(np.float32)
     a.sum_duplicates()
     a.sort_indices()
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(a.indptr.astype(np.int64)),
-        torch.from_numpy(a.indices.astype(np.int64)),
-        torch.from_numpy(a.data),
-        size=a.shape,
-        check_invariants=False,  # built by scipy above: canonical, sorted, in range
-    )
+    with warnings.catch_warnings():
+        # torch warns on every CSR tensor that its support is "beta"; the one product used here
+        # (CSR @ dense) is tested against a dense LightGCN in tests/models/test_gnn.py
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(a.indptr.astype(np.int64)),
+            torch.from_numpy(a.indices.astype(np.int64)),
+            torch.from_numpy(a.data),
+            size=a.shape,
+            check_invariants=False,  # built by scipy above: canonical, sorted, in range
+        )
 
 
 class _SymmetricSpMM(torch.autograd.Function):

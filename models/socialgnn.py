@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -85,13 +85,14 @@ class BPRSampler:
 class UserBatchSampler:
     """Batches of users with all their training positives, for the full-softmax loss.
 
-    Yields ``(users, rows, items)``: ``users`` the batch (shuffled), and for every training
-    positive of a batch user its row in the batch and its item. Scoring each user once against the
-    whole catalogue then serves all of that user's positives (LastFM: ~39 per user).
+    Yields ``(users, rows, items, weights)``: ``users`` the batch (shuffled), and for every
+    training positive of a batch user its row in the batch, its item and its weight (the entry of
+    ``train``). Scoring each user once against the whole catalogue then serves all of that user's
+    positives (LastFM: ~39 per user).
     """
 
     def __init__(self, train: sp.csr_matrix, seed: int) -> None:
-        self.train = sp.csr_matrix(train, copy=True)
+        self.train = sp.csr_matrix(train, dtype=np.float32, copy=True)
         self.train.eliminate_zeros()
         self.users = np.flatnonzero(np.diff(self.train.indptr) > 0)
         self.rng = np.random.default_rng(seed)
@@ -106,7 +107,7 @@ class UserBatchSampler:
             block = self.train[users]
             rows = np.repeat(np.arange(len(users)), np.diff(block.indptr))
             yield (torch.from_numpy(users.astype(np.int64)), torch.from_numpy(rows),
-                   torch.from_numpy(block.indices.astype(np.int64)))
+                   torch.from_numpy(block.indices.astype(np.int64)), torch.from_numpy(block.data))
 
 
 @contextmanager
@@ -153,11 +154,11 @@ class SocialGNNRecommender(Recommender):
     def __init__(
         self,
         embedding_dim: int = 64,
-        num_layers: int = 3,
-        social_weight: float = 1.0,
+        num_layers: int = 2,
+        social_weight: float = 0.3,
         social_norm: str = "joint",
         tie_strength: bool = False,
-        lr: float = 1e-3,
+        lr: float = 1e-2,
         l2: float = 1e-4,
         batch_size: int = 4096,
         epochs: int = 200,
@@ -165,12 +166,12 @@ class SocialGNNRecommender(Recommender):
         eval_every: int = 1,
         seed: int = 2026,
         cl_weight: float = 0.0,
-        cl_mode: str = "simgcl",
+        cl_mode: str = "xsimgcl",
         cl_eps: float = 0.1,
         cl_temperature: float = 0.2,
         cl_layer: int = 1,
         neg_candidates: int = 1,
-        loss: str = "bpr",
+        loss: str = "softmax",
         users_per_step: int = 256,
         softmax_negatives: int = 0,
         temperature: float = 0.1,
@@ -220,6 +221,26 @@ class SocialGNNRecommender(Recommender):
         return normalized_adjacency(data.train, social, social_weight=p["social_weight"],
                                     weighted=p["weighted_edges"], social_norm=p["social_norm"])
 
+    def training_steps(self, data: GraphData) -> tuple[Callable[[], Iterator[tuple]], Callable]:
+        """``(batches, step)``: ``batches()`` yields one epoch of batches for this loss and
+        ``step(adj, *batch)`` returns the batch's loss (``bench/train_scale.py`` times them)."""
+        p = self.params
+        if p["loss"] == "softmax":
+            user_sampler = UserBatchSampler(self._loss_weights(data.train), p["seed"])
+            return lambda: user_sampler.epoch(p["users_per_step"]), self._softmax_step
+        sampler = BPRSampler(data.train, p["seed"])
+        return lambda: sampler.epoch(p["batch_size"], p["neg_candidates"]), self._step
+
+    def _loss_weights(self, train: sp.csr_matrix) -> sp.csr_matrix:
+        """What each training pair counts for in the softmax loss: ``log1p`` of its event weight
+        (a purchase more than a view), the same damping as the graph's edges; 1 each when
+        ``weighted_edges`` is off."""
+        weights = sp.csr_matrix(train, dtype=np.float32, copy=True)
+        weights.eliminate_zeros()
+        weights.data = np.log1p(weights.data) if self.params["weighted_edges"] else (
+            np.ones_like(weights.data))
+        return weights
+
     def _propagate(self, adj: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         assert self.module is not None
         self.module.eval()
@@ -242,14 +263,7 @@ class SocialGNNRecommender(Recommender):
         adj = self.adjacency(data)
         self.module = SocialGNN(data.n_users, data.n_items, p["embedding_dim"], p["num_layers"])
         optimizer = torch.optim.Adam(self.module.parameters(), lr=p["lr"])
-        if p["loss"] == "softmax":
-            user_sampler = UserBatchSampler(data.train, p["seed"])
-            batches = lambda: user_sampler.epoch(p["users_per_step"])  # noqa: E731
-            step = self._softmax_step
-        else:
-            sampler = BPRSampler(data.train, p["seed"])
-            batches = lambda: sampler.epoch(p["batch_size"], p["neg_candidates"])  # noqa: E731
-            step = self._step
+        batches, step = self.training_steps(data)
         best_state = copy.deepcopy(self.module.state_dict())
         stale = 0
         bar = tqdm(range(1, p["epochs"] + 1), desc=f"train {self.name}", disable=not show_progress,
@@ -312,7 +326,7 @@ class SocialGNNRecommender(Recommender):
         return loss
 
     def _softmax_step(self, adj: torch.Tensor, users: torch.Tensor, rows: torch.Tensor,
-                      items: torch.Tensor) -> torch.Tensor:
+                      items: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Softmax loss over the catalogue for a batch of users and all their training positives.
 
         Scores are cosines divided by ``temperature``. Each positive competes with every item that
@@ -349,7 +363,8 @@ class SocialGNNRecommender(Recommender):
             # negatives only, not with the user's other positives)
             logits = (u @ item_emb.T / t).index_put((rows, items), torch.tensor(-torch.inf))
             neg_lse = torch.logsumexp(logits, dim=1)
-        loss = (torch.logaddexp(pos_scores, neg_lse[rows]) - pos_scores).mean()
+        nll = torch.logaddexp(pos_scores, neg_lse[rows]) - pos_scores
+        loss = (weights * nll).sum() / weights.sum()
         if p["l2"] > 0:
             e0 = m.embedding.weight
             touched = torch.unique(items)

@@ -25,7 +25,7 @@ SOFTMAX = {**SMALL, "embedding_dim": 2, "loss": "softmax", "users_per_step": 32,
 
 class TestSocialGNNBPR(RecommenderContract):
     def make_model(self) -> Recommender:
-        return SocialGNNRecommender(**SMALL, batch_size=256, social_weight=0.5)
+        return SocialGNNRecommender(**SMALL, loss="bpr", batch_size=256, social_weight=0.5)
 
 
 class TestSocialGNNSoftmax(RecommenderContract):
@@ -54,7 +54,8 @@ def test_user_batches_cover_every_training_positive_once():
     train = sp.random(50, 30, density=0.2, format="csr", random_state=np.random.default_rng(1))
     train.data[:] = 1.0
     seen = []
-    for users, rows, items in UserBatchSampler(train, seed=3).epoch(7):
+    for users, rows, items, weights in UserBatchSampler(train, seed=3).epoch(7):
+        assert (weights == 1).all()
         assert len(users) <= 7 and len(rows) == len(items)
         seen += [(int(users[r]), int(i)) for r, i in zip(rows, items, strict=True)]
     coo = train.tocoo()
