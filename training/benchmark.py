@@ -95,14 +95,14 @@ def mean_std(values: list[float]) -> str:
 
 
 def git_commit() -> str:
+    """The short commit of the code that ran, ``+dirty`` when tracked files differ from it."""
     try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True,
+                                  text=True, check=True).stdout.strip()
+
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -166,6 +166,7 @@ def markdown(
                 values = [m[task][name] for m in r.metrics if task in m and name in m[task]]
                 cells.append(mean_std(values) if values else "—")
             lines.append(f"| {r.model} | " + " | ".join(cells) + " |")
+    lines += _published(config["evaluation"].get("published") or [], tasks, ks)
     lines += [
         "",
         "## Cost",
@@ -179,6 +180,22 @@ def markdown(
             f"| {np.max(r.peak_mb):.0f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _published(anchors: list[dict[str, Any]], tasks: list[str], ks: list[int]) -> list[str]:
+    """Published numbers to read the table against (``evaluation.published`` in the config):
+    quoted, never run here, with what differs from this protocol."""
+    if not anchors:
+        return []
+    names = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")]
+    lines = ["", "## Published numbers (quoted, not run here)", "",
+             "| model | task | " + " | ".join(names) + " | source and what differs |",
+             "|---|---|" + "---:|" * len(names) + "---|"]
+    for a in anchors:
+        cells = [f"{a['metrics'][n]:.4f}" if n in a["metrics"] else "—" for n in names]
+        lines.append(f"| {a['model']} | {a.get('task', tasks[0] if tasks else '')} | "
+                     + " | ".join(cells) + f" | {a.get('note', '')} |")
+    return lines
 
 
 def write_results(path: Path, text: str) -> Path:
