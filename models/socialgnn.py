@@ -347,21 +347,22 @@ class SocialGNNRecommender(Recommender):
         p, m = self.params, self.module
         layers, emb, user_emb, item_emb = self._forward(adj)
         u = F.normalize(user_emb[users], dim=-1)
-        item_emb = F.normalize(item_emb, dim=-1)
         t, n_items = p["temperature"], item_emb.shape[0]
-        pos_scores = (u[rows] * item_emb[items]).sum(-1) / t
+        # normalise only the rows scored: a sampled step never touches most of the catalogue
+        pos_scores = (u[rows] * F.normalize(item_emb[items], dim=-1)).sum(-1) / t
         sampled = 0 < p["softmax_negatives"] < n_items
         if sampled:
             # a uniform sample shared by the batch; log(I / n) makes its log-sum-exp an estimate
             # of the whole catalogue's. A sampled item that is a positive of the user stays in:
             # at catalogue sizes that need sampling it is rare.
             pool = torch.randint(0, n_items, (p["softmax_negatives"],))
-            neg_lse = (torch.logsumexp(u @ item_emb[pool].T / t, dim=1)
+            neg_lse = (torch.logsumexp(u @ F.normalize(item_emb[pool], dim=-1).T / t, dim=1)
                        + np.log(n_items / p["softmax_negatives"]))
         else:
             # every item but the user's training positives (each positive competes with the
             # negatives only, not with the user's other positives)
-            logits = (u @ item_emb.T / t).index_put((rows, items), torch.tensor(-torch.inf))
+            logits = u @ F.normalize(item_emb, dim=-1).T / t
+            logits = logits.index_put((rows, items), torch.tensor(-torch.inf))
             neg_lse = torch.logsumexp(logits, dim=1)
         nll = torch.logaddexp(pos_scores, neg_lse[rows]) - pos_scores
         loss = (weights * nll).sum() / weights.sum()
