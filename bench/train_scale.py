@@ -79,6 +79,7 @@ def measure(n_users: int, args: argparse.Namespace) -> dict[str, float]:
         row["edges"] = adj._nnz()
         module = SocialGNN(data.n_users, data.n_items, 64, model.params["num_layers"])
         model.module = module
+        model._unseen_items = np.asarray((data.train != 0).sum(axis=0)).ravel() == 0
         optimizer = torch.optim.Adam(module.parameters(), lr=model.params["lr"])
         batches, step_loss = model.training_steps(data)
         times = []

@@ -210,6 +210,7 @@ class SocialGNNRecommender(Recommender):
         self.module: SocialGNN | None = None
         self._user_emb: np.ndarray | None = None
         self._item_emb: np.ndarray | None = None
+        self._unseen_items = np.zeros(0, dtype=bool)
 
     def adjacency(self, data: GraphData) -> torch.Tensor:
         """The normalised propagation graph of ``data`` under this model's settings."""
@@ -249,7 +250,12 @@ class SocialGNNRecommender(Recommender):
             if self.params["loss"] == "softmax":
                 u, i = F.normalize(u, dim=-1), F.normalize(i, dim=-1)
         self.module.train()
-        return u.numpy().astype(np.float32), i.numpy().astype(np.float32)
+        items = i.numpy().astype(np.float32)
+        # An item with no training edge keeps its random initial vector, which the cosine would
+        # scale to a full-length random direction: it scores 0 instead, as in ALS. On Epinions'
+        # temporal split 26 % of the catalogue is such items.
+        items[self._unseen_items] = 0.0
+        return u.numpy().astype(np.float32), items
 
     def fit(self, data: GraphData, show_progress: bool = True) -> Self:
         with limit_threads(self.params["num_threads"]):
@@ -261,6 +267,7 @@ class SocialGNNRecommender(Recommender):
         self.history = FitHistory()
         started = time.perf_counter()
         adj = self.adjacency(data)
+        self._unseen_items = np.asarray((data.train != 0).sum(axis=0)).ravel() == 0
         self.module = SocialGNN(data.n_users, data.n_items, p["embedding_dim"], p["num_layers"])
         optimizer = torch.optim.Adam(self.module.parameters(), lr=p["lr"])
         batches, step = self.training_steps(data)

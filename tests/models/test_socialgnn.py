@@ -3,11 +3,14 @@ losses), plus the samplers that feed them."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from conftest import RecommenderContract
 
+from socialrec.features.idmap import IdMap
 from socialrec.models.base import Recommender
 from socialrec.models.socialgnn import (
     BPRSampler,
@@ -76,3 +79,26 @@ def test_bpr_negatives_rarely_hit_training_positives():
 def test_bad_parameters_are_refused_with_their_name(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         SocialGNNRecommender(**bad)
+
+
+@pytest.mark.parametrize("loss", ["softmax", "bpr"])
+def test_an_item_without_training_edges_scores_zero(tiny_world, loss):
+    """Its initial vector is noise (the cosine would make it a full-length random direction): it
+    must not outrank the items the model learned, whatever the seed."""
+    data = tiny_world.data
+    items = IdMap([*data.items.ids, "NEW"])
+
+    def widen(m: sp.csr_matrix) -> sp.csr_matrix:
+        return sp.hstack([m, sp.csr_matrix((m.shape[0], 1), dtype=m.dtype)], format="csr")
+
+    wider = dataclasses.replace(
+        data, items=items, train=widen(data.train), valid=widen(data.valid),
+        test=widen(data.test), purchases=widen(data.purchases),
+        item_category=np.append(data.item_category, -1))
+    new = items.get("NEW")
+    params = SOFTMAX if loss == "softmax" else {**SMALL, "loss": "bpr", "batch_size": 256}
+    for seed in range(3):
+        model = SocialGNNRecommender(**{**params, "seed": seed}).fit(wider, show_progress=False)
+        assert not model.embeddings()[1][new].any()
+        top, _ = model.recommend(tiny_world.community_users["A"], k=3, exclude=wider.train)
+        assert new not in top
