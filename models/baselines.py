@@ -89,6 +89,23 @@ class PopularityModel(Recommender):
         return np.ones((self._n_users, 1), dtype=np.float32), item_emb
 
 
+def implicit_confidence(train: sp.csr_matrix, alpha: float, weighting: str) -> sp.csr_matrix:
+    """Hu et al.'s confidence ``1 + alpha * w`` of every training pair (users × items), with ``w``
+    the summed event weights (``"plain"``), 1 (``"binary"``) or implicit's ``bm25_weight``."""
+    if weighting not in ("plain", "binary", "bm25"):
+        raise ValueError(f"weighting must be plain, binary or bm25, got {weighting!r}")
+    w = sp.csr_matrix(train, dtype=np.float32, copy=True)
+    w.eliminate_zeros()
+    if weighting == "binary":
+        w.data[:] = 1.0
+    elif weighting == "bm25":
+        from implicit.nearest_neighbours import bm25_weight
+
+        w = bm25_weight(w, K1=100, B=0.8).tocsr().astype(np.float32)
+    w.data = 1.0 + alpha * w.data
+    return w
+
+
 @register_model("als")
 class ALSModel(Recommender):
     """Weighted matrix factorisation by alternating least squares, via ``implicit.cpu.als``.
@@ -135,16 +152,7 @@ class ALSModel(Recommender):
 
     def confidence(self, train: sp.csr_matrix) -> sp.csr_matrix:
         """The users × items confidence matrix implicit is fit on: ``1 + alpha * w``."""
-        w = sp.csr_matrix(train, dtype=np.float32, copy=True)
-        w.eliminate_zeros()
-        if self.weighting == "binary":
-            w.data[:] = 1.0
-        elif self.weighting == "bm25":
-            from implicit.nearest_neighbours import bm25_weight
-
-            w = bm25_weight(w, K1=100, B=0.8).tocsr().astype(np.float32)
-        w.data = 1.0 + self.alpha * w.data
-        return w
+        return implicit_confidence(train, self.alpha, self.weighting)
 
     def fit(self, data: GraphData, show_progress: bool = True) -> Self:
         from implicit.cpu.als import AlternatingLeastSquares

@@ -1,5 +1,5 @@
-"""Fitting the social GNN behind the :class:`Recommender` contract (BPR, early stopping on
-validation)."""
+"""Fitting the social GNN behind the :class:`Recommender` contract (softmax, iALS or BPR loss,
+early stopping on validation)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from socialrec.features.graph import GraphData
 from socialrec.features.tie_strength import graph_tie_strength
 from socialrec.models.base import Recommender
+from socialrec.models.baselines import implicit_confidence
 from socialrec.models.gnn import SocialGNN, normalized_adjacency
 
 log = logging.getLogger(__name__)
@@ -140,9 +141,12 @@ class SocialGNNRecommender(Recommender):
     - ``cl_weight``, ``cl_mode``, ``cl_eps``, ``cl_temperature``, ``cl_layer``: the contrastive
       term, ``"simgcl"`` (two extra noisy passes) or ``"xsimgcl"`` (one noisy pass; its final
       embedding against layer ``cl_layer``, and BPR on the same noisy pass).
-    - ``loss``: ``"bpr"`` (LightGCN's, with ``batch_size`` triples per step) or ``"softmax"``
+    - ``loss``: ``"bpr"`` (LightGCN's, with ``batch_size`` triples per step), ``"softmax"``
       (:meth:`_softmax_step`: ``users_per_step`` users with all their positives per step, cosine /
-      ``temperature``, against the whole catalogue or ``softmax_negatives`` sampled items).
+      ``temperature``, against the whole catalogue or ``softmax_negatives`` sampled items) or
+      ``"ials"`` (:meth:`_ials_step`: implicit ALS's weighted squared loss over every user–item
+      pair of ``users_per_step`` users, confidence ``1 + confidence_alpha * w`` with ``w`` weighted
+      as ``confidence_weighting``; ``l2`` is then ALS's λ).
     - ``neg_candidates``: hard negatives for BPR, DNS (Zhang et al., *Optimizing Top-N Collaborative
       Filtering via Dynamic Negative Item Sampling*, SIGIR 2013): of that many uniform candidates,
       the one the model currently scores highest is the negative (1: plain uniform sampling).
@@ -175,6 +179,8 @@ class SocialGNNRecommender(Recommender):
         users_per_step: int = 256,
         softmax_negatives: int = 0,
         temperature: float = 0.1,
+        confidence_alpha: float = 1.0,
+        confidence_weighting: str = "plain",
         weighted_edges: bool = True,
         max_seconds: float | None = None,
         num_threads: int | None = None,
@@ -187,8 +193,11 @@ class SocialGNNRecommender(Recommender):
             raise ValueError(f"social_norm must be 'joint' or 'separate', got {social_norm!r}")
         if not 0 <= cl_layer <= num_layers:
             raise ValueError(f"cl_layer must be in 0..num_layers={num_layers}, got {cl_layer}")
-        if loss not in ("bpr", "softmax"):
-            raise ValueError(f"loss must be 'bpr' or 'softmax', got {loss!r}")
+        if loss not in ("bpr", "softmax", "ials"):
+            raise ValueError(f"loss must be 'bpr', 'softmax' or 'ials', got {loss!r}")
+        if confidence_weighting not in ("plain", "binary", "bm25"):
+            raise ValueError("confidence_weighting must be plain, binary or bm25, got "
+                             f"{confidence_weighting!r}")
         if softmax_negatives < 0:
             raise ValueError(f"softmax_negatives must be >= 0, got {softmax_negatives}")
         if neg_candidates < 1:
@@ -202,8 +211,9 @@ class SocialGNNRecommender(Recommender):
             seed=seed, cl_weight=cl_weight, cl_mode=cl_mode, cl_eps=cl_eps,
             cl_temperature=cl_temperature, cl_layer=cl_layer, neg_candidates=neg_candidates,
             loss=loss, users_per_step=users_per_step, softmax_negatives=softmax_negatives,
-            temperature=temperature,
-            weighted_edges=weighted_edges, max_seconds=max_seconds, num_threads=num_threads,
+            temperature=temperature, confidence_alpha=confidence_alpha,
+            confidence_weighting=confidence_weighting, weighted_edges=weighted_edges,
+            max_seconds=max_seconds, num_threads=num_threads,
         )
         self.validator = validator
         self.history = FitHistory()
@@ -229,6 +239,11 @@ class SocialGNNRecommender(Recommender):
         if p["loss"] == "softmax":
             user_sampler = UserBatchSampler(self._loss_weights(data.train), p["seed"])
             return lambda: user_sampler.epoch(p["users_per_step"]), self._softmax_step
+        if p["loss"] == "ials":
+            confidence = implicit_confidence(data.train, p["confidence_alpha"],
+                                             p["confidence_weighting"])
+            ials_sampler = UserBatchSampler(confidence, p["seed"])
+            return lambda: ials_sampler.epoch(p["users_per_step"]), self._ials_step
         sampler = BPRSampler(data.train, p["seed"])
         return lambda: sampler.epoch(p["batch_size"], p["neg_candidates"]), self._step
 
@@ -378,6 +393,35 @@ class SocialGNNRecommender(Recommender):
             touched = torch.unique(items)
             loss = loss + p["l2"] * (e0[users].pow(2).sum() + e0[m.num_users + touched].pow(2).sum()
                                      ) / len(users)
+        if p["cl_weight"] > 0:
+            loss = loss + self._contrast(adj, emb, layers, users, items)
+        return loss
+
+    def _ials_step(self, adj: torch.Tensor, users: torch.Tensor, rows: torch.Tensor,
+                   items: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+        """Implicit ALS's loss on the propagated embeddings, for a batch of users.
+
+        Every (user, item) pair of a batch user counts: target 1 with confidence ``c_ui`` for a
+        training pair, target 0 with weight 1 for every other item (Hu, Koren & Volinsky,
+        *Collaborative Filtering for Implicit Feedback Datasets*, ICDM 2008). The all-items term
+        is ``uᵀ (VᵀV) u`` (the Gramian of Rendle et al., *Revisiting the Performance of iALS on
+        Item Recommendation Benchmarks*, RecSys 2022), so a step costs (batch + items) × d², not
+        batch × items. ``l2`` is ALS's λ on the layer-0 embeddings: each step charges the batch's
+        users and the batch's share of every item, so an epoch charges λ‖E⁰‖² once, as ALS does.
+        """
+        p, m = self.params, self.module
+        layers, emb, user_emb, item_emb = self._forward(adj)
+        u = user_emb[users]
+        scores = (u[rows] * item_emb[items]).sum(-1)
+        # a training pair's c(1 - s)² replaces the s² that the all-pairs term counts for it
+        loss = (confidence * (1 - scores).pow(2) - scores.pow(2)).sum()
+        loss = loss + ((u @ (item_emb.T @ item_emb)) * u).sum()
+        if p["l2"] > 0:
+            e0 = m.embedding.weight
+            share = len(users) / m.num_users
+            loss = loss + p["l2"] * (e0[users].pow(2).sum()
+                                     + share * e0[m.num_users:].pow(2).sum())
+        loss = loss / len(users)
         if p["cl_weight"] > 0:
             loss = loss + self._contrast(adj, emb, layers, users, items)
         return loss

@@ -41,6 +41,11 @@ class TestSocialGNNSampledSoftmax(RecommenderContract):
         return SocialGNNRecommender(**SOFTMAX, softmax_negatives=8, social_weight=0.5)
 
 
+class TestSocialGNNIALS(RecommenderContract):
+    def make_model(self) -> Recommender:
+        return SocialGNNRecommender(**{**SOFTMAX, "loss": "ials", "l2": 0.1}, social_weight=0.5)
+
+
 class TestLightGCN(RecommenderContract):
     def make_model(self) -> Recommender:
         return LightGCNRecommender(**SOFTMAX, social_weight=1.0)
@@ -75,13 +80,13 @@ def test_bpr_negatives_rarely_hit_training_positives():
 
 
 @pytest.mark.parametrize("bad", [dict(loss="hinge"), dict(cl_mode="sgl"), dict(neg_candidates=0),
-                                 dict(softmax_negatives=-1)])
+                                 dict(softmax_negatives=-1), dict(confidence_weighting="tfidf")])
 def test_bad_parameters_are_refused_with_their_name(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         SocialGNNRecommender(**bad)
 
 
-@pytest.mark.parametrize("loss", ["softmax", "bpr"])
+@pytest.mark.parametrize("loss", ["softmax", "bpr", "ials"])
 def test_an_item_without_training_edges_scores_zero(tiny_world, loss):
     """Its initial vector is noise (the cosine would make it a full-length random direction): it
     must not outrank the items the model learned, whatever the seed."""
@@ -96,7 +101,8 @@ def test_an_item_without_training_edges_scores_zero(tiny_world, loss):
         test=widen(data.test), purchases=widen(data.purchases),
         item_category=np.append(data.item_category, -1))
     new = items.get("NEW")
-    params = SOFTMAX if loss == "softmax" else {**SMALL, "loss": "bpr", "batch_size": 256}
+    params = {**SOFTMAX, "loss": loss} if loss != "bpr" else {**SMALL, "loss": "bpr",
+                                                                "batch_size": 256}
     for seed in range(3):
         model = SocialGNNRecommender(**{**params, "seed": seed}).fit(wider, show_progress=False)
         assert not model.embeddings()[1][new].any()
