@@ -126,20 +126,26 @@ class SocialGNN(nn.Module):
         num_items: number of items ``I``.
         embedding_dim: size of the layer-0 embeddings.
         num_layers: propagation layers ``L``; the final embedding is the mean of layers ``0..L``.
+        item_bias: learn one scalar per item beside the embeddings (the softmax loss adds it to
+            the cosine logits: a cosine alone cannot say how popular an item is).
     """
 
     def __init__(
-        self, num_users: int, num_items: int, embedding_dim: int = 64, num_layers: int = 3
+        self, num_users: int, num_items: int, embedding_dim: int = 64, num_layers: int = 3,
+        item_bias: bool = False,
     ) -> None:
         super().__init__()
         self.num_users = num_users
         self.num_items = num_items
         self.num_layers = num_layers
         self.embedding = nn.Embedding(num_users + num_items, embedding_dim)
+        self.item_bias = nn.Parameter(torch.zeros(num_items)) if item_bias else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.embedding.weight, std=0.1)
+        if self.item_bias is not None:
+            nn.init.zeros_(self.item_bias)
 
     def layers(self, adj: Tensor, noise_eps: float = 0.0) -> list[Tensor]:
         """Embeddings of all nodes (users first) at layers ``0..L``.

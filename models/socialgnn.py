@@ -150,6 +150,9 @@ class SocialGNNRecommender(Recommender):
     - ``neg_candidates``: hard negatives for BPR, DNS (Zhang et al., *Optimizing Top-N Collaborative
       Filtering via Dynamic Negative Item Sampling*, SIGIR 2013): of that many uniform candidates,
       the one the model currently scores highest is the negative (1: plain uniform sampling).
+    - ``item_bias`` (softmax loss only): a learned scalar per item added to the cosine logits;
+      served as one more embedding column (users 1, items ``temperature × bias``), so inner
+      product search still ranks exactly as the loss scores.
     - ``num_threads``: torch threads while fitting (``None``: torch's default).
     """
 
@@ -182,6 +185,7 @@ class SocialGNNRecommender(Recommender):
         confidence_alpha: float = 1.0,
         confidence_weighting: str = "plain",
         weighted_edges: bool = True,
+        item_bias: bool = False,
         max_seconds: float | None = None,
         num_threads: int | None = None,
         validator: Validator | None = None,
@@ -200,6 +204,8 @@ class SocialGNNRecommender(Recommender):
                              f"{confidence_weighting!r}")
         if softmax_negatives < 0:
             raise ValueError(f"softmax_negatives must be >= 0, got {softmax_negatives}")
+        if item_bias and loss != "softmax":
+            raise ValueError(f"item_bias needs loss 'softmax', got {loss!r}")
         if neg_candidates < 1:
             raise ValueError(f"neg_candidates must be >= 1, got {neg_candidates}")
         if unused:
@@ -213,7 +219,7 @@ class SocialGNNRecommender(Recommender):
             loss=loss, users_per_step=users_per_step, softmax_negatives=softmax_negatives,
             temperature=temperature, confidence_alpha=confidence_alpha,
             confidence_weighting=confidence_weighting, weighted_edges=weighted_edges,
-            max_seconds=max_seconds, num_threads=num_threads,
+            item_bias=item_bias, max_seconds=max_seconds, num_threads=num_threads,
         )
         self.validator = validator
         self.history = FitHistory()
@@ -258,18 +264,24 @@ class SocialGNNRecommender(Recommender):
         return weights
 
     def _propagate(self, adj: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        assert self.module is not None
-        self.module.eval()
+        """The served embeddings: score = user · item."""
+        m = self.module
+        assert m is not None
         with torch.no_grad():
-            u, i = self.module.split(self.module.get_embedding(adj))
+            u, i = m.split(m.get_embedding(adj))
             if self.params["loss"] == "softmax":
                 u, i = F.normalize(u, dim=-1), F.normalize(i, dim=-1)
-        self.module.train()
+        dim = i.shape[1]
+        if m.item_bias is not None:
+            # cos + τ·b ranks as the loss's cos/τ + b does
+            bias = (self.params["temperature"] * m.item_bias.detach()).unsqueeze(1)
+            u = torch.cat([u, torch.ones(len(u), 1)], dim=1)
+            i = torch.cat([i, bias], dim=1)
         items = i.numpy().astype(np.float32)
         # An item with no training edge keeps its random initial vector, which the cosine would
-        # scale to a full-length random direction: it scores 0 instead, as in ALS. On Epinions'
-        # temporal split 26 % of the catalogue is such items.
-        items[self._unseen_items] = 0.0
+        # scale to a full-length random direction: it scores 0 instead (its learned bias, if any),
+        # as in ALS. On Epinions' temporal split 26 % of the catalogue is such items.
+        items[self._unseen_items, :dim] = 0.0
         return u.numpy().astype(np.float32), items
 
     def fit(self, data: GraphData, show_progress: bool = True) -> Self:
@@ -283,7 +295,8 @@ class SocialGNNRecommender(Recommender):
         started = time.perf_counter()
         adj = self.adjacency(data)
         self._unseen_items = np.asarray((data.train != 0).sum(axis=0)).ravel() == 0
-        self.module = SocialGNN(data.n_users, data.n_items, p["embedding_dim"], p["num_layers"])
+        self.module = SocialGNN(data.n_users, data.n_items, p["embedding_dim"], p["num_layers"],
+                                item_bias=p["item_bias"])
         optimizer = torch.optim.Adam(self.module.parameters(), lr=p["lr"])
         batches, step = self.training_steps(data)
         best_state = copy.deepcopy(self.module.state_dict())
@@ -372,18 +385,25 @@ class SocialGNNRecommender(Recommender):
         t, n_items = p["temperature"], item_emb.shape[0]
         # normalise only the rows scored: a sampled step never touches most of the catalogue
         pos_scores = (u[rows] * F.normalize(item_emb[items], dim=-1)).sum(-1) / t
+        bias = m.item_bias
+        if bias is not None:
+            pos_scores = pos_scores + bias[items]
         sampled = 0 < p["softmax_negatives"] < n_items
         if sampled:
             # a uniform sample shared by the batch; log(I / n) makes its log-sum-exp an estimate
             # of the whole catalogue's. A sampled item that is a positive of the user stays in:
             # at catalogue sizes that need sampling it is rare.
             pool = torch.randint(0, n_items, (p["softmax_negatives"],))
-            neg_lse = (torch.logsumexp(u @ F.normalize(item_emb[pool], dim=-1).T / t, dim=1)
-                       + np.log(n_items / p["softmax_negatives"]))
+            logits = u @ F.normalize(item_emb[pool], dim=-1).T / t
+            if bias is not None:
+                logits = logits + bias[pool]
+            neg_lse = torch.logsumexp(logits, dim=1) + np.log(n_items / p["softmax_negatives"])
         else:
             # every item but the user's training positives (each positive competes with the
             # negatives only, not with the user's other positives)
             logits = u @ F.normalize(item_emb, dim=-1).T / t
+            if bias is not None:
+                logits = logits + bias
             logits = logits.index_put((rows, items), torch.tensor(-torch.inf))
             neg_lse = torch.logsumexp(logits, dim=1)
         nll = torch.logaddexp(pos_scores, neg_lse[rows]) - pos_scores

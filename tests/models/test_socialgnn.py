@@ -41,6 +41,11 @@ class TestSocialGNNSampledSoftmax(RecommenderContract):
         return SocialGNNRecommender(**SOFTMAX, softmax_negatives=8, social_weight=0.5)
 
 
+class TestSocialGNNSoftmaxItemBias(RecommenderContract):
+    def make_model(self) -> Recommender:
+        return SocialGNNRecommender(**SOFTMAX, item_bias=True, social_weight=0.5)
+
+
 class TestSocialGNNIALS(RecommenderContract):
     def make_model(self) -> Recommender:
         return SocialGNNRecommender(**{**SOFTMAX, "loss": "ials", "l2": 0.1}, social_weight=0.5)
@@ -80,7 +85,8 @@ def test_bpr_negatives_rarely_hit_training_positives():
 
 
 @pytest.mark.parametrize("bad", [dict(loss="hinge"), dict(cl_mode="sgl"), dict(neg_candidates=0),
-                                 dict(softmax_negatives=-1), dict(confidence_weighting="tfidf")])
+                                 dict(softmax_negatives=-1), dict(confidence_weighting="tfidf"),
+                                 dict(item_bias=True, loss="bpr")])
 def test_bad_parameters_are_refused_with_their_name(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         SocialGNNRecommender(**bad)
@@ -108,3 +114,16 @@ def test_an_item_without_training_edges_scores_zero(tiny_world, loss):
         assert not model.embeddings()[1][new].any()
         top, _ = model.recommend(tiny_world.community_users["A"], k=3, exclude=wider.train)
         assert new not in top
+
+
+def test_item_bias_is_served_as_one_more_column_that_ranks_as_the_loss_does(tiny_world):
+    """Served score = cos(u, i) + τ·b_i, the loss's logit cos/τ + b_i times τ: same ranking."""
+    model = SocialGNNRecommender(**SOFTMAX, item_bias=True).fit(tiny_world.data,
+                                                                  show_progress=False)
+    user_emb, item_emb = model.embeddings()
+    assert user_emb.shape[1] == item_emb.shape[1] == SOFTMAX["embedding_dim"] + 1
+    assert (user_emb[:, -1] == 1).all()
+    bias = model.module.item_bias.detach().numpy()
+    assert np.abs(bias).max() > 0  # learned, not left at zero
+    np.testing.assert_allclose(item_emb[:, -1], SOFTMAX["temperature"] * bias, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(user_emb[:, :-1], axis=1), 1, rtol=1e-5)
