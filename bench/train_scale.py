@@ -1,7 +1,9 @@
 """Training cost of the social GNN on synthetic worlds of growing size: time per epoch, peak memory.
 
 For each size: generate the world (features/synthetic.py), split it per user 80/10/10, build the
-graph, then fit the social GNN (its default softmax loss, sampled for large catalogues) for a
+graph, then fit the social GNN (``--loss``: softmax by default, sampled for large catalogues;
+ials, whose step costs (batch + items) × dim², not batch × items, and so takes far larger user
+batches; bpr) for a
 bounded number of steps (``--steps``, so a 1M-user epoch is extrapolated rather than waited for)
 and score a sample of validation users in batches. Prints
 one row per size: nodes, edges of the propagation graph, seconds per step, steps per epoch, seconds
@@ -130,8 +132,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--steps", type=int, default=20, help="BPR steps timed per size")
-    parser.add_argument("--loss", choices=["softmax", "bpr"], default="softmax")
-    parser.add_argument("--users-per-step", type=int, default=1024, help="softmax")
+    parser.add_argument("--loss", choices=["softmax", "ials", "bpr"], default="softmax")
+    parser.add_argument("--users-per-step", type=int, default=1024, help="softmax, ials")
     parser.add_argument("--softmax-negatives", type=int, default=4096,
                         help="softmax: sampled items per step (0: the whole catalogue)")
     parser.add_argument("--batch-size", type=int, default=65_536, help="bpr: triples per step")

@@ -114,8 +114,12 @@ def markdown(
     command: str,
     seeds: list[int],
     bench_id: str,
+    commit: str | None = None,
 ) -> str:
+    """The results file. ``commit``: the code that ran, taken before the runs started (a
+    benchmark lasts long enough for HEAD or the tree to move); by default the commit now."""
     summary = describe(prepared.dataset)
+    commit = commit or git_commit()
     ks = config["evaluation"]["ks"]
     tasks = [
         t for t in ("recommend", "push", "share") if any(t in m for r in results for m in r.metrics)
@@ -123,7 +127,7 @@ def markdown(
     lines = [
         f"# {config['dataset']['name']}: benchmark",
         "",
-        f"Made by `{command}` on {dt.date.today().isoformat()} at commit `{git_commit()}` "
+        f"Made by `{command}` on {dt.date.today().isoformat()} at commit `{commit}` "
         f"({platform.machine()}, {platform.python_version()}); MLflow tag `benchmark={bench_id}`.",
         "",
         "## Protocol",

@@ -173,8 +173,9 @@ def benchmark(
     ] = None,
 ) -> None:
     """Every model on one split and seeds; runs in one MLflow experiment; a markdown table."""
-    from socialrec.training.benchmark import markdown, run_benchmark, write_results
+    from socialrec.training.benchmark import git_commit, markdown, run_benchmark, write_results
 
+    commit = git_commit()  # the code that runs, before a long benchmark lets the tree move on
     cfg = _config(config, set_)
     seed_list = [int(cfg["split"]["seed"]) + i for i in range(seeds)]
     names = [m.strip() for m in models.split(",") if m.strip()]
@@ -184,7 +185,7 @@ def benchmark(
         if len(sys.argv) > 2
         else "socialrec benchmark"
     )
-    text = markdown(results, prepared, cfg, command, seed_list, bench_id)
+    text = markdown(results, prepared, cfg, command, seed_list, bench_id, commit=commit)
     path = write_results(out or Path("results") / f"{cfg['dataset']['name']}.md", text)
     console.print(text)
     console.print(f"written to {path}")
