@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from socialrec.training.benchmark import markdown, run_benchmark
+from socialrec.training.benchmark import git_commit, markdown, run_benchmark
 from socialrec.training.config import load_config
 
 
@@ -64,3 +64,9 @@ def test_runs_rows_and_table(config, tmp_path):
     assert "| Someone's GNN | recommend | 0.1234 | — |" in published
     assert "another split" in published
     assert "| socialgnn@no_social |" in text.split("## Cost")[1]
+    assert f"at commit `{git_commit()}`" in text  # by default: the tree as it is now
+
+    # the commit taken when the runs started, even if HEAD moved on during them
+    text = markdown(results, prepared, config, "socialrec benchmark --tiny", [1, 2], bench_id,
+                    commit="abc1234")
+    assert "at commit `abc1234`" in text
