@@ -86,7 +86,8 @@ def test_bpr_negatives_rarely_hit_training_positives():
 
 @pytest.mark.parametrize("bad", [dict(loss="hinge"), dict(cl_mode="sgl"), dict(neg_candidates=0),
                                  dict(softmax_negatives=-1), dict(confidence_weighting="tfidf"),
-                                 dict(item_bias=True, loss="bpr")])
+                                 dict(item_bias=True, loss="bpr"),
+                                 dict(item_bias_init="uniform")])
 def test_bad_parameters_are_refused_with_their_name(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         SocialGNNRecommender(**bad)
@@ -127,3 +128,21 @@ def test_item_bias_is_served_as_one_more_column_that_ranks_as_the_loss_does(tiny
     assert np.abs(bias).max() > 0  # learned, not left at zero
     np.testing.assert_allclose(item_emb[:, -1], SOFTMAX["temperature"] * bias, rtol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(user_emb[:, :-1], axis=1), 1, rtol=1e-5)
+
+
+def test_item_bias_can_start_at_log_popularity(tiny_world):
+    """With lr 0 nothing moves, so the served bias column is the initial one: the centred log1p of
+    each item's summed loss weight, so the more popular of two items starts higher."""
+    data = tiny_world.data
+    model = SocialGNNRecommender(**{**SOFTMAX, "lr": 0.0, "epochs": 1}, item_bias=True,
+                                 item_bias_init="log_popularity").fit(data, show_progress=False)
+    weights = model._loss_weights(data.train)
+    log_counts = np.log1p(np.asarray(weights.sum(axis=0)).ravel())
+    bias = model.module.item_bias.detach().numpy()
+    np.testing.assert_allclose(bias, log_counts - log_counts.mean(), rtol=1e-5, atol=1e-6)
+    counts = np.asarray(weights.sum(axis=0)).ravel()
+    assert counts.max() > counts.min()  # the tiny world has popular and rare items
+    assert bias[counts.argmax()] > bias[counts.argmin()]
+    zero = SocialGNNRecommender(**{**SOFTMAX, "lr": 0.0, "epochs": 1}, item_bias=True).fit(
+        data, show_progress=False)
+    assert not zero.module.item_bias.detach().numpy().any()
