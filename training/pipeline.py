@@ -77,13 +77,33 @@ def prepare(config: dict[str, Any]) -> Prepared:
     return Prepared(dataset, split, graph, dataset_hash(dataset), seconds)
 
 
+def validation_metrics(
+    graph: GraphData, config: dict[str, Any], user_emb: np.ndarray, item_emb: np.ndarray,
+    ks: list[int],
+) -> dict[str, float]:
+    """Recommend metrics on the validation split (never test), under the protocol the test is read
+    with: a model chosen by full ranking is not the best one at ranking among sampled negatives
+    (where popularity weighs more), and the other way round."""
+    evaluation = config["evaluation"]
+    return evaluate_recommend(
+        user_emb,
+        item_emb,
+        graph,
+        target="valid",
+        ks=ks,
+        protocol=evaluation["protocol"],
+        negatives=evaluation["negatives"],
+        seed=config["split"]["seed"],
+    )
+
+
 def validator_for(graph: GraphData, config: dict[str, Any]):
-    """Early-stopping metric on the validation split (never test)."""
+    """The early-stopping metric (``model.early_stop_metric``) as a function of the embeddings."""
     metric = config["model"]["early_stop_metric"]
     k = int(metric.split("@")[1])
 
     def validate(user_emb: np.ndarray, item_emb: np.ndarray) -> float:
-        return evaluate_recommend(user_emb, item_emb, graph, target="valid", ks=[k])[metric]
+        return validation_metrics(graph, config, user_emb, item_emb, [k])[metric]
 
     return validate
 

@@ -29,10 +29,9 @@ import typer
 import yaml
 from rich.console import Console
 
-from socialrec.evaluation.offline import evaluate_recommend
 from socialrec.training import tracking
 from socialrec.training.config import PROJECT_ROOT, ConfigError, load_config, read_yaml
-from socialrec.training.pipeline import Prepared, prepare, validator_for
+from socialrec.training.pipeline import Prepared, prepare, validation_metrics, validator_for
 from socialrec.training.registry import GNN_MODELS, make_model, model_params
 
 log = logging.getLogger(__name__)
@@ -141,7 +140,7 @@ def run_trial(trial: optuna.Trial, prepared: Prepared, config: dict[str, Any], m
         fitted = make_model(model, cfg["model"], validator=validator)
         fitted.fit(prepared.graph, show_progress=False)
         seconds = time.perf_counter() - t
-        values = evaluate_recommend(*fitted.embeddings(), prepared.graph, target="valid", ks=ks)
+        values = validation_metrics(prepared.graph, cfg, *fitted.embeddings(), ks)
         mlflow.log_metrics({f"valid.recommend.{k.replace('@', '_at_')}": float(v)
                             for k, v in values.items() if isinstance(v, int | float)})
         mlflow.log_metric("seconds.fit", seconds)
