@@ -9,7 +9,7 @@ PORT ?= 3000
 DEMO_CONFIG ?= configs/synthetic.yaml
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install demo train serve serve-bg stop test lint bench clean
+.PHONY: install demo train serve serve-bg stop test check lint imports typecheck bench clean
 
 install: $(VENV)/.installed
 
@@ -51,14 +51,24 @@ stop:
 	  echo "server stopped"; \
 	fi
 
-test: install
+# The static checks first (seconds), then the suite: what CI runs (.ci/run).
+test: check
 	$(VENV)/bin/pytest -q
+
+check: lint imports typecheck
 
 lint: install
 	$(VENV)/bin/ruff check .
 
+# DESIGN.md's import direction (contracts in pyproject.toml)
+imports: install
+	$(VENV)/bin/lint-imports --no-cache
+
+typecheck: install
+	$(VENV)/bin/mypy
+
 bench: install
-	$(PY) bench/serving.py
+	$(PY) -m bench.serving
 
 clean: stop
 	rm -rf artifacts mlruns mlruns.db events.db*

@@ -1,9 +1,10 @@
 """Serving latency: the BentoML service over HTTP beside raw FAISS search, same queries, same run.
 
-    .venv/bin/python bench/serving.py                      # 20k users, 5k items, dim 64
-    .venv/bin/python bench/serving.py --users 2000 --requests 100   # a quick look
+    .venv/bin/python -m bench.serving                      # 20k users, 5k items, dim 64
+    .venv/bin/python -m bench.serving --users 2000 --requests 100   # a quick look
 
-Builds a random bundle (serving/demo.py: latency depends on sizes, not on what was learned),
+(run from the repository root: it uses the tests' helpers in tests/support/). Builds a random
+bundle (tests/support/bundles.py: latency depends on sizes, not on what was learned),
 starts ``bentoml serve`` on 127.0.0.1 with the access log off, and sends a fixed number of
 requests per cell from 1, 8 and 32 concurrent keep-alive clients: ``/push_targets`` with k=100
 and k=10,000 (default rules: opt-out and buyers excluded; every list logged as exposures) and
@@ -34,10 +35,10 @@ import faiss
 import httpx
 import numpy as np
 
-from socialrec.serving.demo import random_bundle
-from socialrec.serving.process import ServerProcess
 from socialrec.serving.retrieval import search
 from socialrec.serving.share import item_vector, rank_partners
+from tests.support.bundles import random_bundle
+from tests.support.server import ServerProcess
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -179,7 +180,7 @@ def main() -> None:
             server.stop(grace=30)
 
     table = render(cells, raws)
-    command = "python bench/serving.py " + shlex.join(sys.argv[1:])
+    command = "python -m bench.serving " + shlex.join(sys.argv[1:])
     header = (
         f"### Serving latency — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
         f"`{command.strip()}` — bundle: {len(bundle.users):,} users, {len(bundle.items):,} "

@@ -25,6 +25,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from socialrec.evaluation.offline import evaluate_share
+from socialrec.features.paths import project_dir
 from socialrec.models.share_ranker import (
     FEATURES,
     ShareContext,
@@ -37,7 +38,7 @@ from socialrec.models.share_ranker import (
     train_share_ranker,
 )
 from socialrec.training.benchmark import git_commit, mean_std, seeded
-from socialrec.training.config import PROJECT_ROOT, load_config
+from socialrec.training.config import load_config
 from socialrec.training.pipeline import describe, fit_model, prepare
 
 KS = (5, 10)
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="embedding model (default: the config's model.name)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="config override key.path=value, applied to every config")
-    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "results/share_partners.md")
+    parser.add_argument("--out", type=Path, default=project_dir() / "results/share_partners.md")
     args = parser.parse_args(argv)
     command = "python bench/share_partners.py " + " ".join(sys.argv[1:] if argv is None else argv)
     with threadpool_limits(2):

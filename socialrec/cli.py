@@ -1,5 +1,207 @@
-"""Console entry point: ``socialrec``. The commands live in training/cli.py."""
+"""The ``socialrec`` command: every package's commands, gathered in one place.
 
-from socialrec.training.cli import app
+- training/cli.py: ``train``, ``promote``, ``benchmark``, ``tune``, ``data describe``;
+- evaluation/cli.py: ``ab report``, ``ab simulate``;
+- here: ``serve``, ``push`` and ``demo``, which read a training config and run the service's code
+  (serving/), so they live in the one module allowed to import both.
+"""
 
-__all__ = ["app"]
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from socialrec.evaluation.cli import ab_app
+from socialrec.features.paths import project_dir
+from socialrec.models.bundle import ModelBundle
+from socialrec.training import tracking
+from socialrec.training.cli import ConfigOpt, SetOpt, console, load_or_exit
+from socialrec.training.cli import app as training_app
+
+app = typer.Typer(
+    help="socialrec: social e-commerce recommendation and targeted push.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(training_app)
+app.add_typer(ab_app, name="ab")
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 3000,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Run the BentoML service (loads the configured registry alias)."""
+
+    cfg = load_or_exit(config, set_)
+    env = dict(os.environ)
+    env["MLFLOW_TRACKING_URI"] = tracking.tracking_uri(cfg)  # already honours the environment
+    env.setdefault("SOCIALREC_MODEL", cfg["serving"]["model"])
+    env.setdefault("SOCIALREC_ALIAS", cfg["serving"]["alias"])
+    env.setdefault("SOCIALREC_EVENT_STORE", tracking.anchored_sqlite(cfg["serving"]["event_store"]))
+    if cfg["serving"].get("experiments"):
+        experiments = Path(cfg["serving"]["experiments"])
+        env.setdefault(
+            "SOCIALREC_EXPERIMENTS",
+            str(experiments if experiments.is_absolute() else project_dir() / experiments),
+        )
+    cmd = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "socialrec.serving.service:SocialRec",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+def _registry_bundle(cfg: dict, alias: str | None = None) -> tuple[ModelBundle, str]:
+    """The bundle the configured serving alias points to, via the service's own loader."""
+    from socialrec.serving.loader import RegistrySource
+
+    source = RegistrySource(cfg["serving"]["model"], tracking.tracking_uri(cfg))
+    alias = alias or cfg["serving"]["alias"]
+    version = source.resolve(alias)
+    return source.load(alias, version), f"{cfg['serving']['model']}/{version}"
+
+
+@app.command()
+def push(
+    item: Annotated[str, typer.Option(help="Item id to push.")],
+    k: Annotated[int, typer.Option(help="How many users.")],
+    out: Annotated[Path, typer.Option(help="Output file (.parquet or .csv).")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    alias: Annotated[
+        str | None, typer.Option(help="Registry alias (default serving.alias).")
+    ] = None,
+    exclude_buyers: Annotated[bool, typer.Option(help="Drop users who bought the item.")] = True,
+    respect_opt_out: Annotated[bool, typer.Option(help="Drop users who opted out.")] = True,
+    max_pushes: Annotated[
+        int | None, typer.Option(help="Frequency cap: pushes per window.")
+    ] = None,
+    window_hours: Annotated[int, typer.Option(help="Frequency cap window.")] = 24,
+) -> None:
+    """Campaign-size push list (k up to every user) written to a file, with the same rules as
+    the service's /push_targets."""
+    import pandas as pd
+
+    from socialrec.features.events import EventStore
+    from socialrec.serving.retrieval import push_targets
+    from socialrec.serving.schemas import FrequencyCapRule, PushRules
+
+    cfg = load_or_exit(config, set_)
+    bundle, version = _registry_bundle(cfg, alias)
+    cap = (
+        None
+        if max_pushes is None
+        else FrequencyCapRule(max_pushes=max_pushes, window_hours=window_hours)
+    )
+    rules = PushRules(
+        exclude_buyers=exclude_buyers,
+        respect_opt_out=respect_opt_out,
+        frequency_cap=cap,
+        holdout=False,
+    )
+    store = None
+    if cap is not None:
+        store = EventStore(
+            os.environ.get("SOCIALREC_EVENT_STORE")
+            or tracking.anchored_sqlite(cfg["serving"]["event_store"])
+        )
+    t = time.perf_counter()
+    try:
+        result = push_targets(bundle, item, k, rules, store)
+    except (KeyError, ValueError) as err:
+        console.print(f"[red]{err.args[0] if err.args else err}[/red]")
+        raise typer.Exit(2) from None
+    frame = pd.DataFrame(
+        {
+            "rank": range(1, len(result.user_ids) + 1),
+            "user_id": result.user_ids,
+            "score": result.scores,
+            "item_id": item,
+            "model_version": version,
+        }
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".csv":
+        frame.to_csv(out, index=False)
+    else:
+        frame.to_parquet(out, index=False)
+    removed = ", ".join(f"{rule} {n:,}" for rule, n in result.removed.items()) or "none"
+    console.print(
+        f"{len(frame):,} users for item {item} from {version} "
+        f"({result.strategy}, {time.perf_counter() - t:.2f} s) -> {out}; removed: {removed}"
+    )
+
+
+@app.command()
+def demo(
+    url: Annotated[
+        str, typer.Option(help="Base URL of a running service.")
+    ] = "http://127.0.0.1:3000",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Call every endpoint of a running service once with real ids and print the answers."""
+    import httpx
+    import numpy as np
+
+    cfg = load_or_exit(config, set_)
+    bundle, _ = _registry_bundle(cfg)
+    # A sharer with friends and purchases, and an item they bought: the question a share UI asks.
+    degree = np.diff(bundle.social.indptr)
+    bought = np.diff(bundle.purchases.indptr)
+    sharer = int(np.argmax((degree > 2) & (bought > 0)))
+    item = int(bundle.purchases.indices[bundle.purchases.indptr[sharer]])
+    hot_item = int(np.argmax(bundle.popularity))
+    user_id, item_id = bundle.users.to_ids([sharer])[0], bundle.items.to_ids([item])[0]
+    hot_id = bundle.items.to_ids([hot_item])[0]
+    calls = [
+        ("/push_targets", {"item_id": hot_id, "k": 5}),
+        ("/share_partners", {"user_id": user_id, "item_id": item_id, "k": 5}),
+        ("/recommend", {"user_id": user_id, "k": 5}),
+        (
+            "/feedback",
+            {
+                "events": [
+                    {
+                        "event_id": f"demo-{os.getpid()}",
+                        "user_id": user_id,
+                        "item_id": item_id,
+                        "event": "click",
+                    }
+                ]
+            },
+        ),
+        ("/recommend", {"user_id": "no-such-user", "k": 3}),
+        ("/push_targets", {"item_id": hot_id, "k": 0}),
+    ]
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for path, body in calls:
+            response = client.post(path, json=body)
+            console.rule(f"POST {path} {json.dumps(body)} -> {response.status_code}")
+            console.print_json(response.text)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

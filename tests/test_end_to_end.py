@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from socialrec.models.bundle import ModelBundle
-from socialrec.serving.process import ServerProcess
+from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def trained(config_file: Path, workdir: Path) -> dict:
         [
             sys.executable,
             "-m",
-            "socialrec.training.cli",
+            "socialrec.cli",
             "train",
             "--config",
             str(config_file),
@@ -90,7 +90,7 @@ def bundle(trained, workdir: Path) -> ModelBundle:
 def server(trained, config_file: Path, workdir: Path):
     """`socialrec serve` itself (the CLI resolves the registry alias from the config)."""
     env = {"SOCIALREC_CACHE_DIR": str(workdir / "bundle-cache"), "MLFLOW_TRACKING_URI": ""}
-    command = [sys.executable, "-m", "socialrec.training.cli", "serve", "--config",
+    command = [sys.executable, "-m", "socialrec.cli", "serve", "--config",
                str(config_file), "--port", "{port}"]
     srv = ServerProcess(env, workdir / "server.log", command=command)
     yield srv.url

@@ -35,9 +35,9 @@ from socialrec.evaluation.ab_report import (
     render_json,
     write_report,
 )
+from socialrec.evaluation.cli import ab_app
 from socialrec.evaluation.simulate import SimSpec, simulate, simulate_rows
 from socialrec.features.events import EventStore
-from socialrec.training.cli_ab import ab_app
 
 CONVERSION = METRIC_BY_NAME["conversion"]
 REVENUE = METRIC_BY_NAME["revenue_per_user"]

@@ -14,8 +14,8 @@ import pytest
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from socialrec.models.bundle import ModelBundle
-from socialrec.serving.demo import random_bundle
-from socialrec.serving.process import ServerProcess
+from tests.support.bundles import random_bundle
+from tests.support.server import ServerProcess
 
 ADMIN_TOKEN = "test-admin-token"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from socialrec.serving.demo import random_bundle
 from socialrec.serving.retrieval import (
     EXACT_SHARE,
     make_rules,
@@ -15,6 +14,7 @@ from socialrec.serving.retrieval import (
 )
 from socialrec.serving.rules import ExcludeBuyers, OptOut, Rule
 from socialrec.serving.schemas import PushRules
+from tests.support.bundles import random_bundle
 
 
 class KeepEvery(Rule):

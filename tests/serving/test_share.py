@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from socialrec.features.idmap import IdMap
 from socialrec.features.tie_strength import share_matrices
 from socialrec.models.bundle import ModelBundle
+from socialrec.models.index import build_indexes
 from socialrec.models.share_ranker import (
     FEATURES,
     ShareContext,
@@ -34,7 +35,6 @@ from socialrec.serving.share import (
     rank_partners,
     share_model,
 )
-from socialrec.training.index import build_indexes
 
 SHARER, ITEM = 10, 3
 

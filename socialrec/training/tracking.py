@@ -11,7 +11,8 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from socialrec.training.config import PROJECT_ROOT, format_names
+from socialrec.features.paths import project_dir
+from socialrec.training.config import format_names
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -24,7 +25,7 @@ def anchored_sqlite(uri: str) -> str:
     that every command finds the same file whatever its working directory."""
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(PROJECT_ROOT / uri[len(prefix) :])
+        return prefix + str(project_dir() / uri[len(prefix) :])
     return uri
 
 
@@ -37,7 +38,7 @@ def artifact_location(config: dict[str, Any]) -> str:
     root = Path(config["tracking"]["artifact_root"])
     if "://" in str(config["tracking"]["artifact_root"]):
         return str(config["tracking"]["artifact_root"])
-    return (root if root.is_absolute() else PROJECT_ROOT / root).resolve().as_uri()
+    return (root if root.is_absolute() else project_dir() / root).resolve().as_uri()
 
 
 def setup(config: dict[str, Any]) -> tuple[MlflowClient, str]:

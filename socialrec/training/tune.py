@@ -29,8 +29,9 @@ import typer
 import yaml
 from rich.console import Console
 
+from socialrec.features.paths import project_dir
 from socialrec.training import tracking
-from socialrec.training.config import PROJECT_ROOT, ConfigError, load_config, read_yaml
+from socialrec.training.config import ConfigError, load_config, read_yaml
 from socialrec.training.pipeline import Prepared, prepare, validation_metrics, validator_for
 from socialrec.training.registry import GNN_MODELS, make_model, model_params
 
@@ -193,7 +194,7 @@ def tune(config_file: Path, trials: int, model: str | None = None, out: Path | N
               if model in GNN_MODELS else optuna.pruners.NopPruner())
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     name = config["dataset"]["name"]
-    out = out or PROJECT_ROOT / "configs" / f"{name}_{model}_tuned.yaml"
+    out = out or project_dir() / "configs" / f"{name}_{model}_tuned.yaml"
     tags = {"tune": f"{model}-{dt.datetime.now():%Y%m%d-%H%M%S}", "dataset": name}
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"tune-{model}", tags=tags):
         mlflow.log_params({"tune.trials": trials, "tune.metric": f"valid.{metric}",

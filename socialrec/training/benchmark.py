@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from socialrec.training.config import PROJECT_ROOT, _read_layer, deep_merge
+from socialrec.features.paths import project_dir
+from socialrec.training.config import _read_layer, deep_merge
 from socialrec.training.memory import PeakMemory
 from socialrec.training.pipeline import Prepared, describe, prepare, run_training
 
@@ -98,7 +99,7 @@ def git_commit() -> str:
     """The short commit of the code that ran, ``+dirty`` when tracked files differ from it."""
     try:
         def git(*args: str) -> str:
-            return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True,
+            return subprocess.run(["git", *args], cwd=project_dir(), capture_output=True,
                                   text=True, check=True).stdout.strip()
 
         dirty = git("status", "--porcelain", "--untracked-files=no")

@@ -1,4 +1,4 @@
-"""A servable bundle from random numbers, for demos, service tests and serving benchmarks.
+"""A servable bundle from random numbers, for service tests and serving benchmarks.
 
 No training of embeddings: they are random (users and items of the same community point the
 same way, so rankings have some structure), the social graph links users mostly within their
@@ -23,8 +23,8 @@ from scipy.special import expit
 from socialrec.features.idmap import IdMap
 from socialrec.features.tie_strength import share_matrices
 from socialrec.models.bundle import ModelBundle
+from socialrec.models.index import build_indexes
 from socialrec.models.share_ranker import ShareContext, examples, fit_share_ranker, share_groups
-from socialrec.training.index import build_indexes
 
 #: Share records simulated per user; the last HOLD_OUT of them fit the ranker.
 SHARES_PER_USER = 1.0

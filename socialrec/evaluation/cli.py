@@ -1,5 +1,5 @@
 """``socialrec ab``: the A/B report from the event store, and a simulator that fills a store for
-demos. Mounted by training/cli.py as a typer sub-app."""
+demos. socialrec/cli.py mounts ``ab_app`` as ``socialrec ab``."""
 
 from __future__ import annotations
 

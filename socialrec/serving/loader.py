@@ -33,6 +33,7 @@ from typing import Protocol
 import yaml
 
 from socialrec.models.bundle import ModelBundle
+from socialrec.models.index import build_indexes
 from socialrec.serving.share import prepare_share
 
 log = logging.getLogger("socialrec.serving")
@@ -63,8 +64,6 @@ def prepare(bundle: ModelBundle, where: str) -> ModelBundle:
     building)."""
     prepare_share(bundle, where)
     if bundle.user_index is None or bundle.item_index is None:
-        from socialrec.training.index import build_indexes  # torch-free (see its docstring)
-
         log.warning("%s has no FAISS indexes; building them now", where)
         build_indexes(bundle)
     return bundle

@@ -128,7 +128,7 @@ def prepare_share(bundle: ModelBundle, where: str = "bundle") -> ShareModel:
 
 def share_model(bundle: ModelBundle) -> ShareModel:
     """The bundle's :class:`ShareModel`: the one its loader built, or built now (a bundle made
-    in-process, as by serving/demo.py)."""
+    in-process, as by the tests' random bundles)."""
     return _MODELS.get(id(bundle)) or prepare_share(bundle)
 
 

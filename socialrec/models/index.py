@@ -16,8 +16,8 @@ queries (the other side's embeddings), is recorded in ``bundle.meta["index"]`` s
 never silent. Row ``i`` of an index is internal id ``i`` (the IdMap order), so no ``IndexIDMap``
 is needed.
 
-Serving imports this module (to index a bundle that was saved without indexes): it must stay
-free of torch and of the rest of ``socialrec.training``.
+Serving imports this module (to index a bundle that was saved without indexes): like the bundle
+it indexes, it never imports torch.
 """
 
 from __future__ import annotations

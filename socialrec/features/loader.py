@@ -34,11 +34,10 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from socialrec.features.paths import project_dir
 from socialrec.features.tables import SCHEMAS, Dataset, ValidationReport, empty
 from socialrec.features.validation import DataError, Lines, check_columns, validate_table
 
-#: The repository root: ``dataset.root`` is relative to it.
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT_ENV = "SOCIALREC_DATA_ROOT"
 
 #: Loaders of named real datasets: source name -> f(dataset config, data root) -> Dataset.
@@ -73,10 +72,10 @@ def register_loader(name: str) -> Callable[[Loader], Loader]:
 
 def data_root(cfg: dict) -> Path:
     """Where real datasets live: env SOCIALREC_DATA_ROOT, else ``dataset.root`` (relative to the
-    repository root)."""
+    project directory, features/paths.py)."""
     env = os.environ.get(DATA_ROOT_ENV)
     root = Path(env) if env else Path(cfg.get("root", "../shared/datasets")).expanduser()
-    return root if root.is_absolute() else (REPO_ROOT / root).resolve()
+    return root if root.is_absolute() else (project_dir() / root).resolve()
 
 
 def load_dataset(cfg: dict, root: Path | None = None, config_dir: Path | None = None) -> Dataset:

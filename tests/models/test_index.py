@@ -6,8 +6,8 @@ import faiss
 import numpy as np
 
 from socialrec.models.bundle import ModelBundle
-from socialrec.serving.demo import random_bundle
-from socialrec.training.index import build_indexes, recall_at
+from socialrec.models.index import build_indexes, recall_at
+from tests.support.bundles import random_bundle
 
 
 def test_exact_indexes_below_the_threshold(tmp_path):

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import copy
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = PROJECT_ROOT / "configs"
+from socialrec.features.loader import data_root as loader_data_root
+
+#: The default configs ship inside the package (configs/ at the checkout's root links here).
+CONFIG_DIR = Path(str(resources.files("socialrec") / "configs"))
 DEFAULTS = CONFIG_DIR / "defaults.yaml"
 
 
@@ -126,8 +129,8 @@ def _apply_environment(config: dict[str, Any]) -> None:
 
 
 def data_root(config: dict[str, Any]) -> Path:
-    root = Path(config["dataset"]["root"])
-    return root if root.is_absolute() else (PROJECT_ROOT / root).resolve()
+    """Where real datasets live (features/loader.py ``data_root``)."""
+    return loader_data_root(config["dataset"])
 
 
 def format_names(config: dict[str, Any]) -> dict[str, str]:

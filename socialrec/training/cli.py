@@ -1,0 +1,186 @@
+"""The training commands of ``socialrec``: train, promote, benchmark, tune, data describe.
+
+socialrec/cli.py gathers them with every other package's commands into one ``socialrec``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from socialrec.training.config import ConfigError, load_config
+from socialrec.training.tune import tune_app
+
+app = typer.Typer(pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(tune_app, name="tune")
+console = Console()
+
+ConfigOpt = Annotated[
+    list[Path], typer.Option("--config", "-c", help="YAML config file(s), later ones win.")
+]
+SetOpt = Annotated[
+    list[str], typer.Option("--set", "-s", help="Override: key.path=value (YAML value).")
+]
+
+
+def load_or_exit(config: list[Path] | None, overrides: list[str] | None) -> dict:
+    """The resolved config, or exit 2 with the config error (file, key, what was expected)."""
+    try:
+        return load_config(config or [], overrides or [])
+    except ConfigError as err:
+        console.print(f"[red]config error:[/red] {err}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    metrics_out: Annotated[
+        Path | None, typer.Option(help="Write test metrics as JSON here.")
+    ] = None,
+    promote: Annotated[
+        bool, typer.Option(help="Move the alias to this version if it passes the gate.")
+    ] = False,
+    bundle_out: Annotated[
+        Path | None, typer.Option(help="Also keep the bundle in this directory.")
+    ] = None,
+    no_register: Annotated[
+        bool, typer.Option("--no-register", help="Log the run, register nothing.")
+    ] = False,
+) -> None:
+    """Load → validate → split → train → evaluate → index → log to MLflow → register."""
+    from socialrec.features.validation import DataError
+    from socialrec.training.pipeline import run_training
+
+    cfg = load_or_exit(config, set_)
+    try:
+        result = run_training(
+            cfg,
+            metrics_out=metrics_out,
+            promote=promote,
+            register=not no_register,
+            bundle_out=bundle_out,
+        )
+    except DataError as err:
+        console.print(f"[red]data error:[/red] {err}")
+        raise typer.Exit(2) from None
+    table = Table(title=f"test metrics — {cfg['model']['name']} on {cfg['dataset']['name']}")
+    table.add_column("task")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for task, values in result.metrics.items():
+        for name, value in values.items():
+            if isinstance(value, int | float):
+                table.add_row(task, name, f"{value:.4f}")
+    console.print(table)
+    timing = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
+    console.print(f"time: {timing}; peak memory {result.peak_memory_mb:.0f} MB")
+    console.print(f"MLflow run {result.run_id}")
+    if result.model_version:
+        console.print(
+            f"registered [bold]{result.registered_model}[/bold] version "
+            f"{result.model_version}, aliases: {', '.join(result.aliases_set)}"
+        )
+
+
+@app.command()
+def promote(
+    model: Annotated[str, typer.Option(help="Registered model name.")],
+    version: Annotated[str, typer.Option(help="Version to promote.")],
+    alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    force: Annotated[bool, typer.Option(help="Move the alias even if the gate refuses.")] = False,
+) -> None:
+    """Move an alias to a version, gated on offline metrics against the current holder."""
+    from socialrec.training import tracking
+
+    cfg = load_or_exit(config, set_)
+    client, _ = tracking.setup(cfg)
+    try:
+        rows = tracking.promote(
+            client, model, version, alias, cfg["tracking"]["gate_metrics"], force
+        )
+        ok = True
+    except tracking.GateRefused as refused:
+        rows, ok = refused.comparison, False
+        console.print(f"[red]{refused}[/red]")
+    table = Table(title=f"{model}: version {version} vs holder of {alias!r}")
+    for col in ("metric", "holder", "candidate"):
+        table.add_column(col)
+    for metric, holder, cand in rows:
+        table.add_row(metric, "—" if holder is None else f"{holder:.4f}", f"{cand:.4f}")
+    console.print(table)
+    if not ok:
+        raise typer.Exit(1)
+    console.print(f"[green]{alias} -> {model} version {version}[/green]")
+
+
+@data_app.command("describe")
+def data_describe(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Users, items, events, social edges, density, shares and the validation report."""
+    from socialrec.features.loader import load_dataset
+    from socialrec.training.config import data_root
+    from socialrec.training.pipeline import describe
+
+    cfg = load_or_exit(config, set_)
+    dataset = load_dataset(cfg["dataset"], data_root(cfg))
+    summary = describe(dataset)
+    density = summary["interactions"] / max(summary["users"] * summary["items"], 1)
+    console.print(f"[bold]{summary['name']}[/bold]")
+    for key in ("users", "items", "interactions", "social_edges", "share_records"):
+        console.print(f"  {key:<14} {summary[key]:>12,}")
+    console.print(f"  {'density':<14} {density:>12.6f}")
+    console.print(f"  social symmetric: {dataset.social_symmetric}")
+    console.print("  events: " + ", ".join(f"{k} {v:,}" for k, v in summary["events"].items()))
+    for note in dataset.notes:
+        console.print(f"  note: {note}")
+    report = dataset.report
+    if report is None or report.total_refused == 0:
+        console.print("  validation: nothing refused")
+    else:
+        console.print(f"  validation: {report.total_refused:,} rows refused")
+        for file, reasons in report.refused.items():
+            for reason, count in reasons.items():
+                console.print(f"    {file}: {reason}: {count:,}")
+            for example in report.examples.get(file, []):
+                console.print(f"      e.g. {example}")
+
+
+@app.command()
+def benchmark(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    models: Annotated[
+        str, typer.Option(help="Comma-separated model names.")
+    ] = "popularity,als,bpr,lightgcn,socialgnn",
+    seeds: Annotated[int, typer.Option(help="Seeds per model (popularity runs once).")] = 3,
+    out: Annotated[
+        Path | None, typer.Option(help="Markdown file (default results/<dataset>.md).")
+    ] = None,
+) -> None:
+    """Every model on one split and seeds; runs in one MLflow experiment; a markdown table."""
+    from socialrec.training.benchmark import git_commit, markdown, run_benchmark, write_results
+
+    commit = git_commit()  # the code that runs, before a long benchmark lets the tree move on
+    cfg = load_or_exit(config, set_)
+    seed_list = [int(cfg["split"]["seed"]) + i for i in range(seeds)]
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    results, prepared, bench_id = run_benchmark(cfg, names, seed_list)
+    command = (
+        "socialrec benchmark " + " ".join(sys.argv[2:])
+        if len(sys.argv) > 2
+        else "socialrec benchmark"
+    )
+    text = markdown(results, prepared, cfg, command, seed_list, bench_id, commit=commit)
+    path = write_results(out or Path("results") / f"{cfg['dataset']['name']}.md", text)
+    console.print(text)
+    console.print(f"written to {path}")
