@@ -27,7 +27,7 @@ import scipy.sparse as sp
 
 METRICS: tuple[str, ...] = ("recall", "ndcg", "hit", "mrr", "precision")
 
-Truth = sp.spmatrix | sp.sparray | Sequence[np.ndarray]
+Truth = sp.csr_matrix | sp.csr_array | Sequence[np.ndarray]
 
 
 def csr_contains(m: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -53,7 +53,7 @@ def csr_contains(m: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.nda
 
 
 def _truth_csr(truth: Truth, n_rows: int, topk: np.ndarray) -> sp.csr_matrix:
-    if sp.issparse(truth):
+    if isinstance(truth, sp.csr_matrix | sp.csr_array):
         m = sp.csr_matrix(truth)
         if m.shape[0] != n_rows:
             raise ValueError(f"ground truth has {m.shape[0]} rows, topk has {n_rows}")

@@ -369,6 +369,7 @@ def iter_rows(df: pd.DataFrame, cls: type[Exposure] | type[Feedback]) -> Iterabl
     (e.g. to copy a SQLite store into PostgreSQL)."""
     columns = [f.name for f in fields(cls)]
     for rec in df[columns].itertuples(index=False):
-        values = [None if pd.isna(v) else v for v in rec]
-        values[columns.index("ts")] = pd.Timestamp(values[columns.index("ts")]).to_pydatetime()
-        yield cls(*values)
+        values: dict[str, Any] = {c: None if pd.isna(v) else v
+                                  for c, v in zip(columns, rec, strict=True)}
+        values["ts"] = pd.Timestamp(values["ts"]).to_pydatetime()
+        yield cls(**values)

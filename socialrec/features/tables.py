@@ -9,6 +9,7 @@ External ids are always strings.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pandas as pd
 
@@ -28,25 +29,28 @@ EVENT_TYPES: tuple[str, ...] = (
 #: Columns and pandas dtypes of each table. ``ts`` is Unix seconds (nullable: some sources have
 #: none);
 #: a source whose timestamps are coarse periods stores the period number.
-INTERACTIONS = {
+#: The pandas dtypes a canonical column may have.
+Dtype = Literal["string", "Int64", "float64", "bool"]
+
+INTERACTIONS: dict[str, Dtype] = {
     "user_id": "string",
     "item_id": "string",
     "event": "string",
     "ts": "Int64",
     "value": "float64",
 }
-SOCIAL = {"src": "string", "dst": "string", "weight": "float64", "ts": "Int64"}
-SHARES = {
+SOCIAL: dict[str, Dtype] = {"src": "string", "dst": "string", "weight": "float64", "ts": "Int64"}
+SHARES: dict[str, Dtype] = {
     "sharer_id": "string",
     "item_id": "string",
     "recipient_id": "string",
     "ts": "Int64",
     "joined": "bool",
 }
-ITEMS = {"item_id": "string", "category": "string", "price": "float64"}
-USERS = {"user_id": "string", "push_opt_in": "bool"}
+ITEMS: dict[str, Dtype] = {"item_id": "string", "category": "string", "price": "float64"}
+USERS: dict[str, Dtype] = {"user_id": "string", "push_opt_in": "bool"}
 
-SCHEMAS: dict[str, dict[str, str]] = {
+SCHEMAS: dict[str, dict[str, Dtype]] = {
     "interactions": INTERACTIONS,
     "social": SOCIAL,
     "shares": SHARES,

@@ -68,8 +68,9 @@ def describe(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray,
     if isinstance(index, faiss.IndexHNSWFlat):
         rng = np.random.default_rng(seed)
         rows = rng.choice(len(queries), size=min(sample, len(queries)), replace=False)
-        info.update(hnsw_m=int(index.hnsw.nb_neighbors(1)), ef_search=int(index.hnsw.efSearch),
-                    recall_queries=len(rows),
+        # nb_neighbors is a SWIG method that faiss's type stubs do not list
+        degree = int(index.hnsw.nb_neighbors(1))  # type: ignore[attr-defined]
+        info.update(hnsw_m=degree, ef_search=int(index.hnsw.efSearch), recall_queries=len(rows),
                     **{f"recall_at_{RECALL_AT}": recall_at(index, vectors, queries[rows])})
     return info
 

@@ -266,7 +266,8 @@ class SocialRec:
         self.exposures.log(ServedList(
             served["request_id"], now, "push_targets", route.experiment, route.variant,
             route.model.version, route.unit_id, user_ids, req.item_id, chosen.scores))
-        held, held_scores = chosen.dropped.get("holdout", ((), ()))
+        held, held_scores = chosen.dropped.get("holdout", (np.zeros(0, dtype=np.int64),
+                                                           np.zeros(0, dtype=np.float32)))
         if len(held):
             above = np.searchsorted(-chosen.scores, -held_scores, side="left")
             self.exposures.log(ServedList(

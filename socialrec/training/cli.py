@@ -23,17 +23,17 @@ app.add_typer(tune_app, name="tune")
 console = Console()
 
 ConfigOpt = Annotated[
-    list[Path], typer.Option("--config", "-c", help="YAML config file(s), later ones win.")
+    list[Path] | None, typer.Option("--config", "-c", help="YAML config file(s), later ones win.")
 ]
 SetOpt = Annotated[
-    list[str], typer.Option("--set", "-s", help="Override: key.path=value (YAML value).")
+    list[str] | None, typer.Option("--set", "-s", help="Override: key.path=value (YAML value).")
 ]
 
 
 def load_or_exit(config: list[Path] | None, overrides: list[str] | None) -> dict:
     """The resolved config, or exit 2 with the config error (file, key, what was expected)."""
     try:
-        return load_config(config or [], overrides or [])
+        return load_config(list(config or []), overrides or [])
     except ConfigError as err:
         console.print(f"[red]config error:[/red] {err}")
         raise typer.Exit(2) from None
@@ -105,6 +105,7 @@ def promote(
 
     cfg = load_or_exit(config, set_)
     client, _ = tracking.setup(cfg)
+    rows: list[tuple[str, float | None, float]]
     try:
         rows = tracking.promote(
             client, model, version, alias, cfg["tracking"]["gate_metrics"], force

@@ -107,7 +107,7 @@ def run_metrics(client: MlflowClient, version) -> dict[str, float]:
 class GateRefused(RuntimeError):
     """The candidate's offline metrics fall below the alias holder's."""
 
-    def __init__(self, message: str, comparison: list[tuple[str, float, float]]) -> None:
+    def __init__(self, message: str, comparison: list[tuple[str, float | None, float]]) -> None:
         super().__init__(message)
         self.comparison = comparison
 
