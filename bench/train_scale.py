@@ -35,7 +35,7 @@ from socialrec.evaluation.offline import evaluate_recommend
 from socialrec.features.graph import build_graph
 from socialrec.features.splits import make_split
 from socialrec.features.synthetic import generate
-from socialrec.models.baselines import make_model
+from socialrec.models.baselines import ALSModel
 from socialrec.models.gnn import SocialGNN
 from socialrec.models.socialgnn import SocialGNNRecommender, limit_threads
 from socialrec.training.memory import PeakMemory, release_unused_memory
@@ -64,8 +64,7 @@ def measure(n_users: int, args: argparse.Namespace) -> dict[str, float]:
     row["start_mb"] = process_rss_mb()
 
     t = time.perf_counter()
-    make_model("als", {"factors": 64, "iterations": 1, "num_threads": args.threads}).fit(
-        data, show_progress=False)
+    ALSModel(factors=64, iterations=1, num_threads=args.threads).fit(data, show_progress=False)
     row["als_sweep_s"] = time.perf_counter() - t
     release_unused_memory()
 
@@ -79,10 +78,10 @@ def measure(n_users: int, args: argparse.Namespace) -> dict[str, float]:
         adj = model.adjacency(data)
         row["adjacency_s"] = time.perf_counter() - t
         row["edges"] = adj._nnz()
-        module = SocialGNN(data.n_users, data.n_items, 64, model.params["num_layers"])
+        module = SocialGNN(data.n_users, data.n_items, 64, model.config.num_layers)
         model.module = module
         model._unseen_items = np.asarray((data.train != 0).sum(axis=0)).ravel() == 0
-        optimizer = torch.optim.Adam(module.parameters(), lr=model.params["lr"])
+        optimizer = torch.optim.Adam(module.parameters(), lr=model.config.lr)
         batches, step_loss = model.training_steps(data)
         times = []
         steps_per_epoch = 0

@@ -7,13 +7,17 @@ index building and serving treat them alike (maximum inner product search).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Self
+from typing import ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
 
 from socialrec.features.graph import GraphData
+
+#: validate(user_emb, item_emb) -> value of the early-stopping metric (higher is better)
+Validator = Callable[[np.ndarray, np.ndarray], float]
 
 
 class Recommender(ABC):
@@ -21,6 +25,9 @@ class Recommender(ABC):
 
     #: Short name used in configs, MLflow run names and results tables.
     name: str = "base"
+
+    #: Whether ``fit`` stops early on a :data:`Validator` given to the constructor (``validator=``).
+    early_stopping: ClassVar[bool] = False
 
     @abstractmethod
     def fit(self, data: GraphData, show_progress: bool = True) -> Self:

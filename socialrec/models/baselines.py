@@ -1,50 +1,25 @@
 """Baselines behind the :class:`Recommender` contract: popularity, implicit's ALS and BPR.
 
 A model that does not beat these is not promoted. All of them fit on ``data.train`` only and reduce
-to user / item embeddings scored by inner product. ``make_model`` builds any registered model by its
-config name; other modules add theirs with ``@register_model("name")``.
+to user / item embeddings scored by inner product. Each registers itself with its typed
+hyper-parameters (models/registry.py); the defaults are those of configs/defaults.yaml.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
+from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from socialrec.features.graph import GraphData
 from socialrec.models.base import Recommender
+from socialrec.models.registry import ModelConfig, register_model
 
-_MODELS: dict[str, Callable[..., Recommender]] = {}
-F = TypeVar("F", bound=Callable[..., Recommender])
-
-
-def register_model(name: str) -> Callable[[F], F]:
-    """Class (or factory) decorator: ``make_model(name, params)`` calls it with ``**params``."""
-
-    def add(factory: F) -> F:
-        if name in _MODELS and _MODELS[name] is not factory:
-            raise ValueError(f"model name {name!r} is already registered to {_MODELS[name]}")
-        _MODELS[name] = factory
-        return factory
-
-    return add
-
-
-def registered_models() -> list[str]:
-    return sorted(_MODELS)
-
-
-def make_model(name: str, params: dict[str, Any] | None = None) -> Recommender:
-    """The model registered as ``name``, built from its hyper-parameters (a config section)."""
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(registered_models())}")
-    try:
-        return _MODELS[name](**(params or {}))
-    except TypeError as e:
-        raise ValueError(f"bad parameters for model {name!r}: {e}") from e
+#: what ``w`` is in Hu et al.'s confidence ``1 + alpha * w`` (:func:`implicit_confidence`)
+ConfidenceWeighting = Literal["plain", "binary", "bm25"]
 
 
 def _fitted(value: np.ndarray | None, model: Recommender) -> np.ndarray:
@@ -53,7 +28,12 @@ def _fitted(value: np.ndarray | None, model: Recommender) -> np.ndarray:
     return value
 
 
-@register_model("popularity")
+class PopularityConfig(ModelConfig):
+    weighted: bool = Field(False, description="sum the event weights of each item's training users "
+                                              "instead of counting them")
+
+
+@register_model("popularity", PopularityConfig)
 class PopularityModel(Recommender):
     """Everyone gets the most popular items: the number of training users of each item (or, with
     ``weighted``, the sum of their event weights).
@@ -65,15 +45,15 @@ class PopularityModel(Recommender):
 
     name = "popularity"
 
-    def __init__(self, weighted: bool = False) -> None:
-        self.weighted = weighted
+    def __init__(self, config: PopularityConfig | None = None, **overrides: Any) -> None:
+        self.config = PopularityConfig.with_overrides(config, overrides)
         self.counts: np.ndarray | None = None
         self._n_users = 0
 
     def fit(self, data: GraphData, show_progress: bool = True) -> Self:
         train = sp.csr_matrix(data.train)
         train.eliminate_zeros()
-        if self.weighted:
+        if self.config.weighted:
             self.counts = np.asarray(train.sum(axis=0), dtype=np.float64).ravel()
         else:
             self.counts = np.bincount(train.indices, minlength=train.shape[1]).astype(np.float64)
@@ -89,7 +69,8 @@ class PopularityModel(Recommender):
         return np.ones((self._n_users, 1), dtype=np.float32), item_emb
 
 
-def implicit_confidence(train: sp.csr_matrix, alpha: float, weighting: str) -> sp.csr_matrix:
+def implicit_confidence(train: sp.csr_matrix, alpha: float, weighting: ConfidenceWeighting
+                        ) -> sp.csr_matrix:
     """Hu et al.'s confidence ``1 + alpha * w`` of every training pair (users × items), with ``w``
     the summed event weights (``"plain"``), 1 (``"binary"``) or implicit's ``bm25_weight``."""
     if weighting not in ("plain", "binary", "bm25"):
@@ -106,63 +87,52 @@ def implicit_confidence(train: sp.csr_matrix, alpha: float, weighting: str) -> s
     return w
 
 
-@register_model("als")
+class ALSConfig(ModelConfig):
+    factors: int = Field(64, description="embedding size")
+    regularization: float = Field(0.01, description="L2 weight λ (implicit's default)")
+    alpha: float = Field(1.0, description="confidence slope: confidence = 1 + alpha * weight")
+    iterations: int = Field(15, description="ALS sweeps (implicit's default)")
+    weighting: ConfidenceWeighting = Field(
+        "plain", description="what the weight is: summed event weights (plain), 1 (binary) or "
+                             "implicit's bm25_weight (bm25)")
+    seed: int = Field(2026, description="initialisation seed")
+    num_threads: int = Field(0, description="fitting threads, 0 = all cores (results do not "
+                                            "depend on it)")
+
+
+@register_model("als", ALSConfig)
 class ALSModel(Recommender):
     """Weighted matrix factorisation by alternating least squares, via ``implicit.cpu.als``.
 
     Hu, Koren & Volinsky, "Collaborative Filtering for Implicit Feedback Datasets", ICDM 2008.
     Confidence is theirs, ``c_ui = 1 + alpha * w_ui``, with ``w_ui`` the summed event weights of
     ``data.train`` (``weighting="binary"``: 1 per pair; ``"bm25"``: implicit's ``bm25_weight``, as
-    in its examples). Embeddings are implicit's ``user_factors`` / ``item_factors``.
-
-    Args:
-        factors: embedding size (64).
-        regularization: L2 weight λ (0.01, implicit's default).
-        alpha: confidence slope α (1.0; Hu et al. found ~40 best on raw play counts — our event
-            weights are already 0.5–4 per event, so tune it on the validation split).
-        iterations: ALS sweeps (15, implicit's default).
-        weighting: "plain" | "binary" | "bm25" — what ``w_ui`` is.
-        seed: initialisation seed (2026).
-        num_threads: fitting threads, 0 = all cores (results do not depend on it).
+    in its examples). Embeddings are implicit's ``user_factors`` / ``item_factors``. Hu et al.
+    found ``alpha`` ~40 best on raw play counts; our event weights are already 0.5–4 per event, so
+    tune it on the validation split.
     """
 
     name = "als"
 
-    def __init__(
-        self,
-        factors: int = 64,
-        regularization: float = 0.01,
-        alpha: float = 1.0,
-        iterations: int = 15,
-        weighting: str = "plain",
-        seed: int = 2026,
-        num_threads: int = 0,
-    ) -> None:
-        if weighting not in ("plain", "binary", "bm25"):
-            raise ValueError(f"weighting must be plain, binary or bm25, got {weighting!r}")
-        self.factors = factors
-        self.regularization = regularization
-        self.alpha = alpha
-        self.iterations = iterations
-        self.weighting = weighting
-        self.seed = seed
-        self.num_threads = num_threads
+    def __init__(self, config: ALSConfig | None = None, **overrides: Any) -> None:
+        self.config = ALSConfig.with_overrides(config, overrides)
         self.user_factors: np.ndarray | None = None
         self.item_factors: np.ndarray | None = None
 
     def confidence(self, train: sp.csr_matrix) -> sp.csr_matrix:
         """The users × items confidence matrix implicit is fit on: ``1 + alpha * w``."""
-        return implicit_confidence(train, self.alpha, self.weighting)
+        return implicit_confidence(train, self.config.alpha, self.config.weighting)
 
     def fit(self, data: GraphData, show_progress: bool = True) -> Self:
         from implicit.cpu.als import AlternatingLeastSquares
 
         # implicit's ALS is ~10x slower when OpenBLAS also threads (and warns about it).
+        c = self.config
         with threadpool_limits(1, "blas"):
             model = AlternatingLeastSquares(
-                factors=self.factors, regularization=self.regularization, alpha=1.0,
-                iterations=self.iterations, random_state=self.seed,
-                num_threads=self.num_threads, dtype=np.float32,
+                factors=c.factors, regularization=c.regularization, alpha=1.0,
+                iterations=c.iterations, random_state=c.seed, num_threads=c.num_threads,
+                dtype=np.float32,
             )
             model.fit(self.confidence(data.train), show_progress=show_progress)
         self.user_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
@@ -173,7 +143,19 @@ class ALSModel(Recommender):
         return _fitted(self.user_factors, self), _fitted(self.item_factors, self)
 
 
-@register_model("bpr")
+class BPRConfig(ModelConfig):
+    factors: int = Field(64, description="latent size (embeddings are one wider: the item bias)")
+    learning_rate: float = Field(0.01, description="SGD step (implicit's default)")
+    regularization: float = Field(0.01, description="L2 weight")
+    iterations: int = Field(100, description="epochs over the training pairs")
+    verify_negative_samples: bool = Field(
+        True, description="resample negatives the user did interact with")
+    seed: int = Field(2026, description="initialisation and sampling seed")
+    num_threads: int = Field(0, description="SGD threads, 0 = all cores; parallel SGD is Hogwild, "
+                                            "so only 1 gives the same factors on every run")
+
+
+@register_model("bpr", BPRConfig)
 class BPRModel(Recommender):
     """Bayesian Personalized Ranking matrix factorisation, via ``implicit.cpu.bpr``.
 
@@ -183,37 +165,12 @@ class BPRModel(Recommender):
     implicit learns ``factors`` latent columns plus an item bias, stored as one more column of
     ``item_factors`` matched by a column of ones in ``user_factors``. The embeddings keep that
     column, so they are ``factors + 1`` wide and their inner product is exactly implicit's score.
-
-    Args:
-        factors: latent size (64; embeddings are 65 wide).
-        learning_rate: SGD step (0.01, implicit's default).
-        regularization: L2 weight (0.01).
-        iterations: epochs over the training pairs (100).
-        verify_negative_samples: resample negatives the user did interact with (True).
-        seed: initialisation and sampling seed (2026).
-        num_threads: SGD threads, 0 = all cores. Parallel SGD is Hogwild, so only
-            ``num_threads=1`` gives the same factors on every run.
     """
 
     name = "bpr"
 
-    def __init__(
-        self,
-        factors: int = 64,
-        learning_rate: float = 0.01,
-        regularization: float = 0.01,
-        iterations: int = 100,
-        verify_negative_samples: bool = True,
-        seed: int = 2026,
-        num_threads: int = 0,
-    ) -> None:
-        self.factors = factors
-        self.learning_rate = learning_rate
-        self.regularization = regularization
-        self.iterations = iterations
-        self.verify_negative_samples = verify_negative_samples
-        self.seed = seed
-        self.num_threads = num_threads
+    def __init__(self, config: BPRConfig | None = None, **overrides: Any) -> None:
+        self.config = BPRConfig.with_overrides(config, overrides)
         self.user_factors: np.ndarray | None = None
         self.item_factors: np.ndarray | None = None
 
@@ -223,11 +180,11 @@ class BPRModel(Recommender):
         pattern = sp.csr_matrix(data.train, dtype=np.float32, copy=True)
         pattern.eliminate_zeros()
         pattern.data[:] = 1.0
+        c = self.config
         model = BayesianPersonalizedRanking(
-            factors=self.factors, learning_rate=self.learning_rate,
-            regularization=self.regularization, iterations=self.iterations,
-            verify_negative_samples=self.verify_negative_samples, random_state=self.seed,
-            num_threads=self.num_threads, dtype=np.float32,
+            factors=c.factors, learning_rate=c.learning_rate, regularization=c.regularization,
+            iterations=c.iterations, verify_negative_samples=c.verify_negative_samples,
+            random_state=c.seed, num_threads=c.num_threads, dtype=np.float32,
         )
         model.fit(pattern, show_progress=show_progress)
         self.user_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)

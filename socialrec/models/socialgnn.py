@@ -9,25 +9,101 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from socialrec.features.graph import GraphData
 from socialrec.features.tie_strength import graph_tie_strength
-from socialrec.models.base import Recommender
-from socialrec.models.baselines import implicit_confidence
-from socialrec.models.gnn import SocialGNN, normalized_adjacency
+from socialrec.models.base import Recommender, Validator
+from socialrec.models.baselines import ConfidenceWeighting, implicit_confidence
+from socialrec.models.gnn import SocialGNN, SocialNorm, normalized_adjacency
+from socialrec.models.registry import ModelConfig, register_model
 
 log = logging.getLogger(__name__)
 
-#: validate(user_emb, item_emb) -> value of the early-stopping metric (higher is better)
-Validator = Callable[[np.ndarray, np.ndarray], float]
+
+class SocialGNNConfig(ModelConfig):
+    """The social GNN's hyper-parameters: the ``model.socialgnn`` section of
+    configs/defaults.yaml, whose choices are measured in results/lastfm.md (ablation rows)."""
+
+    embedding_dim: int = Field(64, description="size of user / item embeddings")
+    num_layers: int = Field(2, description="LightGCN propagation layers")
+    social_weight: float = Field(
+        0.3, description="scale of user-user edges relative to user-item edges in propagation "
+                         "(0: plain LightGCN)")
+    social_norm: SocialNorm = Field(
+        "joint", description="joint: one D^-1/2 A D^-1/2 of the union; separate: SocialLGN-style, "
+                             "each block normalised on its own")
+    tie_strength: bool = Field(
+        False, description="weight friend edges by training-period tie strength (scaled to mean "
+                           "1) instead of 1")
+    weighted_edges: bool = Field(
+        True, description="user-item edges (and softmax positives) weighted by log1p(event "
+                          "weight) instead of 1")
+    loss: Literal["bpr", "softmax", "ials"] = Field(
+        "softmax", description="softmax: users with all their positives against the catalogue; "
+                               "bpr: LightGCN's triples; ials: implicit ALS's weighted squared "
+                               "loss over every pair of the batch's users")
+    temperature: float = Field(0.1, description="softmax: cosine scores are divided by it")
+    item_bias: bool = Field(
+        False, description="softmax: a learned per-item bias added to the logits (served as one "
+                           "more column)")
+    item_bias_init: Literal["zero", "log_popularity"] = Field(
+        "zero", description="start the item bias at zero or at the centred log of the item's "
+                            "loss weight")
+    users_per_step: int = Field(
+        256, description="softmax, ials: users per step (each with all its training positives)")
+    confidence_alpha: float = Field(
+        1.0, description="ials: a training pair's confidence is 1 + confidence_alpha * w "
+                         "(unobserved pairs: 1)")
+    confidence_weighting: ConfidenceWeighting = Field(
+        "plain", description="ials: w = summed event weight (plain), 1 (binary) or implicit's "
+                             "bm25_weight (bm25)")
+    softmax_negatives: int = Field(
+        0, ge=0, description="softmax: 0 = every item; n > 0 = n uniformly sampled items per step "
+                             "(large catalogues)")
+    batch_size: int = Field(4096, description="bpr: triples per step")
+    neg_candidates: int = Field(
+        1, ge=1, description="bpr: hard negatives, the best-scored of this many uniform "
+                             "candidates (1: uniform)")
+    lr: float = Field(1e-2, description="Adam learning rate")
+    l2: float = Field(
+        1e-4, description="L2 on the layer-0 embeddings of each batch (LightGCN's regulariser; "
+                          "ials: ALS's λ)")
+    epochs: int = Field(200, description="upper bound; early stopping usually ends sooner")
+    patience: int = Field(
+        10, description="epochs without validation improvement before stopping")
+    eval_every: int = Field(1, description="validate every N epochs")
+    max_seconds: float | None = Field(
+        None, description="wall-clock budget for fitting (None: none); the best epoch so far is "
+                          "kept")
+    cl_weight: float = Field(
+        0.0, description="SimGCL / XSimGCL contrastive term weight (0: off)")
+    cl_mode: Literal["simgcl", "xsimgcl"] = Field(
+        "xsimgcl", description="simgcl: two extra noisy passes; xsimgcl: one noisy pass, final "
+                               "embedding against layer cl_layer")
+    cl_layer: int = Field(1, description="xsimgcl: the layer contrasted with the final embedding")
+    cl_eps: float = Field(0.1, description="contrastive noise magnitude")
+    cl_temperature: float = Field(0.2, description="InfoNCE temperature")
+    num_threads: int | None = Field(
+        None, description="torch threads while fitting (None: torch's default)")
+    seed: int = Field(2026, description="initialisation and sampling seed")
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Self:
+        if not 0 <= self.cl_layer <= self.num_layers:
+            raise ValueError(f"cl_layer must be in 0..num_layers={self.num_layers}, "
+                             f"got {self.cl_layer}")
+        if self.item_bias and self.loss != "softmax":
+            raise ValueError(f"item_bias needs loss 'softmax', got {self.loss!r}")
+        return self
 
 
 @dataclass
@@ -130,6 +206,7 @@ def limit_threads(n: int | None):
         torch.set_num_threads(before)
 
 
+@register_model("socialgnn", SocialGNNConfig)
 class SocialGNNRecommender(Recommender):
     """The social GNN (models/gnn.py), BPR or softmax loss; ``social_weight=0`` gives LightGCN.
 
@@ -159,74 +236,11 @@ class SocialGNNRecommender(Recommender):
 
     name = "socialgnn"
 
-    def __init__(
-        self,
-        embedding_dim: int = 64,
-        num_layers: int = 2,
-        social_weight: float = 0.3,
-        social_norm: str = "joint",
-        tie_strength: bool = False,
-        lr: float = 1e-2,
-        l2: float = 1e-4,
-        batch_size: int = 4096,
-        epochs: int = 200,
-        patience: int = 10,
-        eval_every: int = 1,
-        seed: int = 2026,
-        cl_weight: float = 0.0,
-        cl_mode: str = "xsimgcl",
-        cl_eps: float = 0.1,
-        cl_temperature: float = 0.2,
-        cl_layer: int = 1,
-        neg_candidates: int = 1,
-        loss: str = "softmax",
-        users_per_step: int = 256,
-        softmax_negatives: int = 0,
-        temperature: float = 0.1,
-        confidence_alpha: float = 1.0,
-        confidence_weighting: str = "plain",
-        weighted_edges: bool = True,
-        item_bias: bool = False,
-        item_bias_init: str = "zero",
-        max_seconds: float | None = None,
-        num_threads: int | None = None,
-        validator: Validator | None = None,
-        **unused: Any,
-    ) -> None:
-        if cl_mode not in ("simgcl", "xsimgcl"):
-            raise ValueError(f"cl_mode must be 'simgcl' or 'xsimgcl', got {cl_mode!r}")
-        if social_norm not in ("joint", "separate"):
-            raise ValueError(f"social_norm must be 'joint' or 'separate', got {social_norm!r}")
-        if not 0 <= cl_layer <= num_layers:
-            raise ValueError(f"cl_layer must be in 0..num_layers={num_layers}, got {cl_layer}")
-        if loss not in ("bpr", "softmax", "ials"):
-            raise ValueError(f"loss must be 'bpr', 'softmax' or 'ials', got {loss!r}")
-        if confidence_weighting not in ("plain", "binary", "bm25"):
-            raise ValueError("confidence_weighting must be plain, binary or bm25, got "
-                             f"{confidence_weighting!r}")
-        if softmax_negatives < 0:
-            raise ValueError(f"softmax_negatives must be >= 0, got {softmax_negatives}")
-        if item_bias_init not in ("zero", "log_popularity"):
-            raise ValueError("item_bias_init must be 'zero' or 'log_popularity', got "
-                             f"{item_bias_init!r}")
-        if item_bias and loss != "softmax":
-            raise ValueError(f"item_bias needs loss 'softmax', got {loss!r}")
-        if neg_candidates < 1:
-            raise ValueError(f"neg_candidates must be >= 1, got {neg_candidates}")
-        if unused:
-            log.warning("%s ignores unknown parameters: %s", self.name, ", ".join(sorted(unused)))
-        self.params = dict(
-            embedding_dim=embedding_dim, num_layers=num_layers, social_weight=social_weight,
-            social_norm=social_norm, tie_strength=tie_strength, lr=lr, l2=l2,
-            batch_size=batch_size, epochs=epochs, patience=patience, eval_every=eval_every,
-            seed=seed, cl_weight=cl_weight, cl_mode=cl_mode, cl_eps=cl_eps,
-            cl_temperature=cl_temperature, cl_layer=cl_layer, neg_candidates=neg_candidates,
-            loss=loss, users_per_step=users_per_step, softmax_negatives=softmax_negatives,
-            temperature=temperature, confidence_alpha=confidence_alpha,
-            confidence_weighting=confidence_weighting, weighted_edges=weighted_edges,
-            item_bias=item_bias, item_bias_init=item_bias_init, max_seconds=max_seconds,
-            num_threads=num_threads,
-        )
+    early_stopping = True
+
+    def __init__(self, config: SocialGNNConfig | None = None, validator: Validator | None = None,
+                 **overrides: Any) -> None:
+        self.config = SocialGNNConfig.with_overrides(config, overrides)
         self.validator = validator
         self.history = FitHistory()
         self.module: SocialGNN | None = None
@@ -236,28 +250,28 @@ class SocialGNNRecommender(Recommender):
 
     def adjacency(self, data: GraphData) -> torch.Tensor:
         """The normalised propagation graph of ``data`` under this model's settings."""
-        p = self.params
+        c = self.config
         social = data.social
-        if p["tie_strength"] and p["social_weight"] > 0 and social.nnz:
+        if c.tie_strength and c.social_weight > 0 and social.nnz:
             social = graph_tie_strength(data)
             social = social * (1.0 / social.data.mean())
-        return normalized_adjacency(data.train, social, social_weight=p["social_weight"],
-                                    weighted=p["weighted_edges"], social_norm=p["social_norm"])
+        return normalized_adjacency(data.train, social, social_weight=c.social_weight,
+                                    weighted=c.weighted_edges, social_norm=c.social_norm)
 
     def training_steps(self, data: GraphData) -> tuple[Callable[[], Iterator[tuple]], Callable]:
         """``(batches, step)``: ``batches()`` yields one epoch of batches for this loss and
         ``step(adj, *batch)`` returns the batch's loss (``bench/train_scale.py`` times them)."""
-        p = self.params
-        if p["loss"] == "softmax":
-            user_sampler = UserBatchSampler(self._loss_weights(data.train), p["seed"])
-            return lambda: user_sampler.epoch(p["users_per_step"]), self._softmax_step
-        if p["loss"] == "ials":
-            confidence = implicit_confidence(data.train, p["confidence_alpha"],
-                                             p["confidence_weighting"])
-            ials_sampler = UserBatchSampler(confidence, p["seed"])
-            return lambda: ials_sampler.epoch(p["users_per_step"]), self._ials_step
-        sampler = BPRSampler(data.train, p["seed"])
-        return lambda: sampler.epoch(p["batch_size"], p["neg_candidates"]), self._step
+        c = self.config
+        if c.loss == "softmax":
+            user_sampler = UserBatchSampler(self._loss_weights(data.train), c.seed)
+            return lambda: user_sampler.epoch(c.users_per_step), self._softmax_step
+        if c.loss == "ials":
+            confidence = implicit_confidence(data.train, c.confidence_alpha,
+                                             c.confidence_weighting)
+            ials_sampler = UserBatchSampler(confidence, c.seed)
+            return lambda: ials_sampler.epoch(c.users_per_step), self._ials_step
+        sampler = BPRSampler(data.train, c.seed)
+        return lambda: sampler.epoch(c.batch_size, c.neg_candidates), self._step
 
     def _loss_weights(self, train: sp.csr_matrix) -> sp.csr_matrix:
         """What each training pair counts for in the softmax loss: ``log1p`` of its event weight
@@ -265,7 +279,7 @@ class SocialGNNRecommender(Recommender):
         ``weighted_edges`` is off."""
         weights = sp.csr_matrix(train, dtype=np.float32, copy=True)
         weights.eliminate_zeros()
-        weights.data = np.log1p(weights.data) if self.params["weighted_edges"] else (
+        weights.data = np.log1p(weights.data) if self.config.weighted_edges else (
             np.ones_like(weights.data))
         return weights
 
@@ -286,12 +300,12 @@ class SocialGNNRecommender(Recommender):
         assert m is not None
         with torch.no_grad():
             u, i = m.split(m.get_embedding(adj))
-            if self.params["loss"] == "softmax":
+            if self.config.loss == "softmax":
                 u, i = F.normalize(u, dim=-1), F.normalize(i, dim=-1)
         dim = i.shape[1]
         if m.item_bias is not None:
             # cos + τ·b ranks as the loss's cos/τ + b does
-            bias = (self.params["temperature"] * m.item_bias.detach()).unsqueeze(1)
+            bias = (self.config.temperature * m.item_bias.detach()).unsqueeze(1)
             u = torch.cat([u, torch.ones(len(u), 1)], dim=1)
             i = torch.cat([i, bias], dim=1)
         items = i.numpy().astype(np.float32)
@@ -302,25 +316,25 @@ class SocialGNNRecommender(Recommender):
         return u.numpy().astype(np.float32), items
 
     def fit(self, data: GraphData, show_progress: bool = True) -> Self:
-        with limit_threads(self.params["num_threads"]):
+        with limit_threads(self.config.num_threads):
             return self._fit(data, show_progress)
 
     def _fit(self, data: GraphData, show_progress: bool) -> Self:
-        p = self.params
-        torch.manual_seed(p["seed"])
+        c = self.config
+        torch.manual_seed(c.seed)
         self.history = FitHistory()
         started = time.perf_counter()
         adj = self.adjacency(data)
         self._unseen_items = np.asarray((data.train != 0).sum(axis=0)).ravel() == 0
-        self.module = SocialGNN(data.n_users, data.n_items, p["embedding_dim"], p["num_layers"],
-                                item_bias=p["item_bias"])
-        if self.module.item_bias is not None and p["item_bias_init"] == "log_popularity":
+        self.module = SocialGNN(data.n_users, data.n_items, c.embedding_dim, c.num_layers,
+                                item_bias=c.item_bias)
+        if self.module.item_bias is not None and c.item_bias_init == "log_popularity":
             self._init_bias_at_log_popularity(data.train)
-        optimizer = torch.optim.Adam(self.module.parameters(), lr=p["lr"])
+        optimizer = torch.optim.Adam(self.module.parameters(), lr=c.lr)
         batches, step = self.training_steps(data)
         best_state = copy.deepcopy(self.module.state_dict())
         stale = 0
-        bar = tqdm(range(1, p["epochs"] + 1), desc=f"train {self.name}", disable=not show_progress,
+        bar = tqdm(range(1, c.epochs + 1), desc=f"train {self.name}", disable=not show_progress,
                    unit="epoch")
         for epoch in bar:
             t0 = time.perf_counter()
@@ -335,7 +349,7 @@ class SocialGNNRecommender(Recommender):
             self.history.loss.append(total / max(steps, 1))
             self.history.epoch_seconds.append(time.perf_counter() - t0)
             postfix = {"loss": f"{self.history.loss[-1]:.4f}"}
-            if self.validator is not None and epoch % p["eval_every"] == 0:
+            if self.validator is not None and epoch % c.eval_every == 0:
                 value = self.validator(*self._propagate(adj))
                 self.history.valid.append((epoch, value))
                 postfix["valid"] = f"{value:.4f}"
@@ -345,13 +359,13 @@ class SocialGNNRecommender(Recommender):
                     best_state = copy.deepcopy(self.module.state_dict())
                     stale = 0
                 else:
-                    stale += p["eval_every"]
+                    stale += c.eval_every
             bar.set_postfix(postfix)
-            if self.validator is not None and stale >= p["patience"]:
+            if self.validator is not None and stale >= c.patience:
                 log.info("early stop at epoch %d (best %d)", epoch, self.history.best_epoch)
                 break
-            if p["max_seconds"] and time.perf_counter() - started > p["max_seconds"]:
-                log.info("time budget of %.0f s reached at epoch %d", p["max_seconds"], epoch)
+            if c.max_seconds and time.perf_counter() - started > c.max_seconds:
+                log.info("time budget of %.0f s reached at epoch %d", c.max_seconds, epoch)
                 break
         if self.validator is None:
             best_state = self.module.state_dict()
@@ -366,22 +380,22 @@ class SocialGNNRecommender(Recommender):
         """Layer outputs, their mean, and the mean split into users and items; with XSimGCL the
         propagation itself carries the noise (its loss is computed on the noisy pass)."""
         assert self.module is not None
-        p, m = self.params, self.module
-        xsim = p["cl_weight"] > 0 and p["cl_mode"] == "xsimgcl"
-        layers = m.layers(adj, noise_eps=p["cl_eps"] if xsim else 0.0)
+        c, m = self.config, self.module
+        xsim = c.cl_weight > 0 and c.cl_mode == "xsimgcl"
+        layers = m.layers(adj, noise_eps=c.cl_eps if xsim else 0.0)
         emb = torch.stack(layers).mean(dim=0)
         return (layers, emb, *m.split(emb))
 
     def _step(self, adj: torch.Tensor, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
               ) -> torch.Tensor:
-        p, m = self.params, self.module
+        c, m = self.config, self.module
         layers, emb, user_emb, item_emb = self._forward(adj)
         if neg.dim() == 2:  # DNS: the candidate the model scores highest
             with torch.no_grad():
                 scores = (user_emb[users].unsqueeze(1) * item_emb[neg]).sum(-1)
             neg = neg.gather(1, scores.argmax(dim=1, keepdim=True)).squeeze(1)
-        loss = m.bpr_loss(user_emb, item_emb, users, pos, neg, p["l2"])
-        if p["cl_weight"] > 0:
+        loss = m.bpr_loss(user_emb, item_emb, users, pos, neg, c.l2)
+        if c.cl_weight > 0:
             loss = loss + self._contrast(adj, emb, layers, users, pos)
         return loss
 
@@ -398,25 +412,25 @@ class SocialGNNRecommender(Recommender):
         faster and ranks better than BPR (Wu et al., *On the Effectiveness of Sampled Softmax Loss
         for Item Recommendation*, TOIS 2024); the bpr_loss ablation in results/lastfm.md.
         """
-        p, m = self.params, self.module
+        c, m = self.config, self.module
         layers, emb, user_emb, item_emb = self._forward(adj)
         u = F.normalize(user_emb[users], dim=-1)
-        t, n_items = p["temperature"], item_emb.shape[0]
+        t, n_items = c.temperature, item_emb.shape[0]
         # normalise only the rows scored: a sampled step never touches most of the catalogue
         pos_scores = (u[rows] * F.normalize(item_emb[items], dim=-1)).sum(-1) / t
         bias = m.item_bias
         if bias is not None:
             pos_scores = pos_scores + bias[items]
-        sampled = 0 < p["softmax_negatives"] < n_items
+        sampled = 0 < c.softmax_negatives < n_items
         if sampled:
             # a uniform sample shared by the batch; log(I / n) makes its log-sum-exp an estimate
             # of the whole catalogue's. A sampled item that is a positive of the user stays in:
             # at catalogue sizes that need sampling it is rare.
-            pool = torch.randint(0, n_items, (p["softmax_negatives"],))
+            pool = torch.randint(0, n_items, (c.softmax_negatives,))
             logits = u @ F.normalize(item_emb[pool], dim=-1).T / t
             if bias is not None:
                 logits = logits + bias[pool]
-            neg_lse = torch.logsumexp(logits, dim=1) + np.log(n_items / p["softmax_negatives"])
+            neg_lse = torch.logsumexp(logits, dim=1) + np.log(n_items / c.softmax_negatives)
         else:
             # every item but the user's training positives (each positive competes with the
             # negatives only, not with the user's other positives)
@@ -427,12 +441,12 @@ class SocialGNNRecommender(Recommender):
             neg_lse = torch.logsumexp(logits, dim=1)
         nll = torch.logaddexp(pos_scores, neg_lse[rows]) - pos_scores
         loss = (weights * nll).sum() / weights.sum()
-        if p["l2"] > 0:
+        if c.l2 > 0:
             e0 = m.embedding.weight
             touched = torch.unique(items)
-            loss = loss + p["l2"] * (e0[users].pow(2).sum() + e0[m.num_users + touched].pow(2).sum()
+            loss = loss + c.l2 * (e0[users].pow(2).sum() + e0[m.num_users + touched].pow(2).sum()
                                      ) / len(users)
-        if p["cl_weight"] > 0:
+        if c.cl_weight > 0:
             loss = loss + self._contrast(adj, emb, layers, users, items)
         return loss
 
@@ -448,38 +462,38 @@ class SocialGNNRecommender(Recommender):
         batch × items. ``l2`` is ALS's λ on the layer-0 embeddings: each step charges the batch's
         users and the batch's share of every item, so an epoch charges λ‖E⁰‖² once, as ALS does.
         """
-        p, m = self.params, self.module
+        c, m = self.config, self.module
         layers, emb, user_emb, item_emb = self._forward(adj)
         u = user_emb[users]
         scores = (u[rows] * item_emb[items]).sum(-1)
         # a training pair's c(1 - s)² replaces the s² that the all-pairs term counts for it
         loss = (confidence * (1 - scores).pow(2) - scores.pow(2)).sum()
         loss = loss + ((u @ (item_emb.T @ item_emb)) * u).sum()
-        if p["l2"] > 0:
+        if c.l2 > 0:
             e0 = m.embedding.weight
             share = len(users) / m.num_users
-            loss = loss + p["l2"] * (e0[users].pow(2).sum()
+            loss = loss + c.l2 * (e0[users].pow(2).sum()
                                      + share * e0[m.num_users:].pow(2).sum())
         loss = loss / len(users)
-        if p["cl_weight"] > 0:
+        if c.cl_weight > 0:
             loss = loss + self._contrast(adj, emb, layers, users, items)
         return loss
 
     def _contrast(self, adj: torch.Tensor, emb: torch.Tensor, layers: list[torch.Tensor],
                   users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The weighted SimGCL / XSimGCL InfoNCE term over the batch's distinct users and items."""
-        p, m = self.params, self.module
+        c, m = self.config, self.module
         assert m is not None
-        if p["cl_mode"] == "xsimgcl":
-            view1, view2 = emb, layers[p["cl_layer"]]
+        if c.cl_mode == "xsimgcl":
+            view1, view2 = emb, layers[c.cl_layer]
         else:
-            view1 = m.get_embedding(adj, noise_eps=p["cl_eps"])
-            view2 = m.get_embedding(adj, noise_eps=p["cl_eps"])
+            view1 = m.get_embedding(adj, noise_eps=c.cl_eps)
+            view2 = m.get_embedding(adj, noise_eps=c.cl_eps)
         v1u, v1i = m.split(view1)
         v2u, v2i = m.split(view2)
         uu, ii = torch.unique(users), torch.unique(items)
-        t = p["cl_temperature"]
-        return p["cl_weight"] * (m.infonce(v1u[uu], v2u[uu], t) + m.infonce(v1i[ii], v2i[ii], t))
+        t = c.cl_temperature
+        return c.cl_weight * (m.infonce(v1u[uu], v2u[uu], t) + m.infonce(v1i[ii], v2i[ii], t))
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         if self._user_emb is None or self._item_emb is None:
@@ -487,11 +501,13 @@ class SocialGNNRecommender(Recommender):
         return self._user_emb, self._item_emb
 
 
+@register_model("lightgcn", SocialGNNConfig)
 class LightGCNRecommender(SocialGNNRecommender):
-    """Plain LightGCN: the same model without social edges (the baseline the GNN must beat)."""
+    """Plain LightGCN: the same model without social edges (the baseline the GNN must beat); its
+    ``social_weight`` is 0 whatever the config says."""
 
     name = "lightgcn"
 
-    def __init__(self, **params: Any) -> None:
-        params["social_weight"] = 0.0
-        super().__init__(**params)
+    def __init__(self, config: SocialGNNConfig | None = None, validator: Validator | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(config, validator, **{**overrides, "social_weight": 0.0})

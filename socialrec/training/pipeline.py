@@ -26,10 +26,10 @@ from socialrec.features.tables import Dataset
 from socialrec.models.base import Recommender
 from socialrec.models.bundle import ModelBundle
 from socialrec.models.index import build_indexes
+from socialrec.models.registry import make_model
 from socialrec.models.share_ranker import ShareContext, train_share_ranker
 from socialrec.training import tracking
 from socialrec.training.config import data_root, format_names
-from socialrec.training.registry import make_model
 
 log = logging.getLogger(__name__)
 

@@ -30,10 +30,10 @@ import yaml
 from rich.console import Console
 
 from socialrec.features.paths import project_dir
+from socialrec.models.registry import make_model, model_class, model_params
 from socialrec.training import tracking
 from socialrec.training.config import ConfigError, load_config, read_yaml
 from socialrec.training.pipeline import Prepared, prepare, validation_metrics, validator_for
-from socialrec.training.registry import GNN_MODELS, make_model, model_params
 
 log = logging.getLogger(__name__)
 console = Console()
@@ -191,7 +191,7 @@ def tune(config_file: Path, trials: int, model: str | None = None, out: Path | N
     sampler = optuna.samplers.TPESampler(seed=seed if seed is not None
                                          else int(config["split"]["seed"]))
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10)
-              if model in GNN_MODELS else optuna.pruners.NopPruner())
+              if model_class(model).early_stopping else optuna.pruners.NopPruner())
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     name = config["dataset"]["name"]
     out = out or project_dir() / "configs" / f"{name}_{model}_tuned.yaml"

@@ -8,14 +8,8 @@ import pytest
 from conftest import RecommenderContract
 
 from socialrec.models.base import Recommender
-from socialrec.models.baselines import (
-    ALSModel,
-    BPRModel,
-    PopularityModel,
-    make_model,
-    register_model,
-    registered_models,
-)
+from socialrec.models.baselines import ALSModel, BPRModel, PopularityConfig, PopularityModel
+from socialrec.models.registry import make_model, register_model, registered_models
 
 
 class TestPopularity(RecommenderContract):
@@ -89,10 +83,10 @@ class TestBPR(RecommenderContract):
 
 def test_make_model_builds_each_baseline_with_its_params():
     assert isinstance(make_model("popularity", {}), PopularityModel)
-    als = make_model("als", {"factors": 16, "alpha": 2.0})
-    assert isinstance(als, ALSModel) and als.factors == 16 and als.alpha == 2.0
-    bpr = make_model("bpr", {"iterations": 3})
-    assert isinstance(bpr, BPRModel) and bpr.iterations == 3
+    als = make_model("als", {"als": {"factors": 16, "alpha": 2.0}})
+    assert isinstance(als, ALSModel) and als.config.factors == 16 and als.config.alpha == 2.0
+    bpr = make_model("bpr", {"bpr": {"iterations": 3}})
+    assert isinstance(bpr, BPRModel) and bpr.config.iterations == 3
     assert {"popularity", "als", "bpr"} <= set(registered_models())
 
 
@@ -100,17 +94,17 @@ def test_make_model_names_what_is_wrong():
     with pytest.raises(ValueError, match=r"unknown model 'svd'.*als"):
         make_model("svd", {})
     with pytest.raises(ValueError, match=r"bad parameters for model 'als'.*factor"):
-        make_model("als", {"factor": 16})
+        make_model("als", {"als": {"factor": 16}})
 
 
 def test_register_model_extends_the_registry():
-    @register_model("test-constant")
+    @register_model("test-constant", PopularityConfig)
     class Constant(PopularityModel):
         name = "test-constant"
 
     assert isinstance(make_model("test-constant", {}), Constant)
     with pytest.raises(ValueError, match="already registered"):
-        register_model("test-constant")(PopularityModel)
+        register_model("test-constant", PopularityConfig)(PopularityModel)
 
 
 def test_embeddings_before_fit_is_a_clear_error():

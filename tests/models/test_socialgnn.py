@@ -57,7 +57,7 @@ class TestLightGCN(RecommenderContract):
 
     def test_has_no_social_edges(self, tiny_world):
         model = self.make_model()
-        assert model.params["social_weight"] == 0.0
+        assert model.config.social_weight == 0.0
         n_users = tiny_world.data.n_users
         user_block = model.adjacency(tiny_world.data).to_dense()[:n_users, :n_users]
         assert user_block.abs().sum() == 0
