@@ -26,20 +26,18 @@ from threadpoolctl import threadpool_limits
 
 from socialrec.evaluation.offline import evaluate_share
 from socialrec.features.paths import project_dir
-from socialrec.models.share_ranker import (
-    FEATURES,
-    ShareContext,
+from socialrec.features.shares import share_candidates, share_groups
+from socialrec.models.share_baselines import (
     affinity_scorer,
-    candidates,
     friend_popularity_scorer,
     random_scorer,
-    share_groups,
     tie_strength_scorer,
-    train_share_ranker,
 )
+from socialrec.models.share_features import FEATURES, ShareContext
 from socialrec.training.benchmark import git_commit, mean_std, seeded
 from socialrec.training.config import load_config
 from socialrec.training.pipeline import describe, fit_model, prepare
+from socialrec.training.share_fitting import train_share_ranker
 
 KS = (5, 10)
 METRICS = [f"{m}@{k}" for k in KS for m in ("recall", "ndcg", "mrr")]
@@ -86,7 +84,7 @@ def run_dataset(config_file: str, seeds: list[int], model: str | None,
     two = evaluate_share(_zero_scorer, graph, "test", ks=[1], hops=2)
     runs.coverage_2hop, runs.candidates_2hop = two["coverage"], two["mean_candidates"]
     test_groups = share_groups(graph.shares_test)
-    sizes = np.array([len(c) for c in candidates(graph.social, test_groups["sharer"], hops)])
+    sizes = np.array([len(c) for c in share_candidates(graph.social, test_groups["sharer"], hops)])
     runs.trivial = float((sizes <= 1).mean()) if len(sizes) else float("nan")
     for seed in seeds:
         cfg = seeded(config, config["model"]["name"], seed)

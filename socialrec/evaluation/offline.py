@@ -18,11 +18,10 @@ targets are dropped from the ground truth and counted in ``n_seen_targets``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from socialrec.evaluation.metrics import (
@@ -32,25 +31,18 @@ from socialrec.evaluation.metrics import (
     per_query_metrics,
     ranking_metrics,
 )
-from socialrec.evaluation.topk import topk_scores
 from socialrec.features.graph import GraphData
-from socialrec.features.sparse import binary
+from socialrec.features.ranking import top_candidates, topk_scores
+from socialrec.features.shares import ShareScoreFn, share_candidates, share_groups
+from socialrec.features.sparse import binary, is_binary
 
 Target = Literal["valid", "test"]
 Protocol = Literal["full", "sampled"]
-#: score_fn(sharers, items, candidates) -> one score array per candidate array.
-ShareScoreFn = Callable[[np.ndarray, np.ndarray, list[np.ndarray]], list[np.ndarray]]
 
 #: Score-matrix entries computed at once (float32: 256 MiB), bounds memory for large catalogues.
 _SCORE_BUDGET = 1 << 26
 #: Rows × columns of the dense masks the negative sampler works on at once.
 _SAMPLE_BUDGET = 1 << 22
-
-
-def _is_binary(m: sp.spmatrix) -> bool:
-    """Already what :func:`_binary` makes (canonical CSR of ones)."""
-    return (sp.issparse(m) and m.format == "csr" and m.has_canonical_format
-            and bool((m.data == 1).all()))
 
 
 def _target_and_exclusion(
@@ -109,7 +101,7 @@ def sample_negatives(
     about 8× more per negative than a key costs per column (measured), hence the switch at ``8n``.
     """
     # Evaluation passes a prepared matrix once per batch; copy only what is not one already.
-    if not _is_binary(seen):
+    if not is_binary(seen):
         seen = binary(seen)
     rows = np.asarray(rows, dtype=np.int64)
     n_cols = seen.shape[1]
@@ -296,61 +288,6 @@ def embedding_share_scorer(user_emb: np.ndarray, item_emb: np.ndarray) -> ShareS
     return score
 
 
-def share_groups(shares: pd.DataFrame) -> pd.DataFrame:
-    """One row per (sharer, item) of share records, with ``recipients`` and ``joined`` (the
-    recipients who acted) arrays.
-
-    Records with an unknown sharer, item or recipient (internal id -1) are dropped; the caller
-    counts them.
-    """
-    ok = (shares["sharer"] >= 0) & (shares["item"] >= 0) & (shares["recipient"] >= 0)
-    per_recipient = (
-        shares[ok].groupby(["sharer", "item", "recipient"], sort=True)["joined"].any().reset_index()
-    )
-    if per_recipient.empty:
-        return pd.DataFrame({"sharer": np.zeros(0, dtype=np.int64),
-                             "item": np.zeros(0, dtype=np.int64), "recipients": [], "joined": []})
-    keys = per_recipient[["sharer", "item"]].to_numpy(dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, (keys[1:] != keys[:-1]).any(axis=1)])
-    recipients = np.split(per_recipient["recipient"].to_numpy(dtype=np.int64), starts[1:])
-    joined = np.split(per_recipient["joined"].to_numpy(dtype=bool), starts[1:])
-    return pd.DataFrame({
-        "sharer": keys[starts, 0],
-        "item": keys[starts, 1],
-        "recipients": recipients,
-        "joined": [r[m] for r, m in zip(recipients, joined, strict=True)],
-    })
-
-
-def share_candidates(social: sp.csr_matrix, sharers: np.ndarray, hops: int = 1) -> list[np.ndarray]:
-    """Each sharer's friends (``hops=1``), or friends and friends of friends (``hops=2``), sorted by
-    user id, never the sharer. Friends are the sharer's row of ``social`` (for a directed source:
-    the users the sharer points to)."""
-    if hops not in (1, 2):
-        raise ValueError(f"hops must be 1 or 2, got {hops}")
-    adj = social if _is_binary(social) else binary(social)
-    sharers = np.asarray(sharers, dtype=np.int64)
-    reach = adj[sharers]
-    if hops == 2:
-        reach = reach + reach @ adj
-    reach = reach.tocsr()
-    reach.sum_duplicates()
-    return [
-        c[c != s]
-        for s, c in zip(sharers, np.split(reach.indices.astype(np.int64), reach.indptr[1:-1]),
-                        strict=True)
-    ]
-
-
-def _rank_candidates(candidates: list[np.ndarray], scores: list[np.ndarray], k: int) -> np.ndarray:
-    """Top ``k`` candidates of each group, best first, ties in candidate (user id) order."""
-    topk = np.full((len(candidates), k), -1, dtype=np.int64)
-    for row, (c, s) in enumerate(zip(candidates, scores, strict=True)):
-        best = c[np.argsort(-np.asarray(s), kind="stable")[:k]]
-        topk[row, : len(best)] = best
-    return topk
-
-
 def _as_csr(rows: list[np.ndarray], n_cols: int) -> sp.csr_matrix:
     lengths = np.array([len(r) for r in rows], dtype=np.int64)
     cols = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
@@ -402,7 +339,7 @@ def evaluate_share(
         if len(scores) != len(cands) or any(
                 len(sc) != n for sc, n in zip(scores, lengths, strict=True)):
             raise ValueError("score_fn must return one score per candidate, for every group")
-        topk[start:stop] = _rank_candidates(cands, scores, max(ks))
+        topk[start:stop] = top_candidates(cands, scores, max(ks))
         reachable = _as_csr(cands, data.n_users)
         for prefix, m in truth_csr.items():
             covered[prefix] += m[start:stop].multiply(reachable).sum()

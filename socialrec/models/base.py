@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from socialrec.features.graph import GraphData
+from socialrec.features.ranking import topk_scores
 
 #: validate(user_emb, item_emb) -> value of the early-stopping metric (higher is better)
 Validator = Callable[[np.ndarray, np.ndarray], float]
@@ -51,8 +52,6 @@ class Recommender(ABC):
 
         ``exclude`` (users × items) removes e.g. already-seen items; ``items`` restricts candidates.
         """
-        from socialrec.evaluation.topk import topk_scores
-
         user_emb, item_emb = self.embeddings()
         return topk_scores(
             user_emb[np.asarray(users)],

@@ -4,9 +4,10 @@ Push (item → users): FAISS returns the best-scoring users for the item, the ru
 (buyers, opt-outs, capped, held out), so one search of ``k`` is not enough. :func:`select_users`
 over-fetches (``2k``), applies the rules to the candidates not judged yet, and grows the fetch
 geometrically (x4) until ``k`` users pass; once a fetch would cover a large share of the users it
-scores every user exactly instead (one matrix-vector product and a partial sort), which both
-answers campaign-sized pushes fast and guarantees ``k`` users whenever ``k`` eligible users
-exist. Every rule sees each user at most once per request.
+scores every user exactly instead (one matrix-vector product and a partial sort: features/ranking.py
+``topk_one``, the top-k of offline evaluation), which both answers campaign-sized pushes fast and
+guarantees ``k`` users whenever ``k`` eligible users exist. Every rule sees each user at most once
+per request.
 
 Recommend (user → items): one search of ``k`` plus the user's seen items, which are then removed.
 """
@@ -20,6 +21,7 @@ from typing import NamedTuple
 import faiss
 import numpy as np
 
+from socialrec.features.ranking import topk_one
 from socialrec.models.bundle import ModelBundle
 from socialrec.serving.rules import (
     CampaignHoldout,
@@ -67,21 +69,13 @@ def search(index: faiss.Index, query: np.ndarray, k: int) -> tuple[np.ndarray, n
     params = None
     if isinstance(index, faiss.IndexHNSW):
         # HNSW returns at most efSearch results: widen the beam for big fetches (per call, so
-        # concurrent requests do not race on the index's own setting).
-        params = faiss.SearchParametersHNSW(efSearch=max(index.hnsw.efSearch, k))
+        # concurrent requests do not race on the index's own setting). The class comes from
+        # faiss's SWIG module, which mypy cannot see.
+        params = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
+            efSearch=max(index.hnsw.efSearch, k))
     scores, ids = index.search(q, k, params=params)
     keep = ids[0] >= 0
     return ids[0][keep], scores[0][keep]
-
-
-def exact_order(vectors: np.ndarray, query: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``top`` best rows of ``vectors @ query``, best first (argpartition, then sort)."""
-    scores = vectors @ query.astype(vectors.dtype, copy=False)
-    top = min(top, len(scores))
-    part = (np.argpartition(-scores, top - 1)[:top] if top < len(scores)
-            else np.arange(len(scores)))
-    order = part[np.argsort(-scores[part], kind="stable")]
-    return order, scores[order]
 
 
 class _Judge:
@@ -143,7 +137,7 @@ def select_users(bundle: ModelBundle, item: int, k: int, rules: Sequence[Rule]) 
                 return found._replace(strategy=index_strategy(index))
             fetch *= GROWTH
     while True:
-        users, scores = exact_order(bundle.user_emb, query, fetch)
+        users, scores = topk_one(query, bundle.user_emb, fetch)
         judge.judge(users)
         found = judge.take(users, scores, k)
         if found is not None:
@@ -208,13 +202,13 @@ def recommend_items(bundle: ModelBundle, user: int, k: int, exclude_seen: bool
     if index is not None and fetch < EXACT_SHARE * n_items:
         items, scores = search(index, query, fetch)
     else:
-        items, scores = exact_order(bundle.item_emb, query, fetch)
+        items, scores = topk_one(query, bundle.item_emb, fetch)
         strategy = "exact"
     if exclude_seen and len(seen):
         keep = ~np.isin(items, seen)
         items, scores = items[keep], scores[keep]
     if len(items) < k:  # an approximate index came back short: answer exactly
-        items, scores = exact_order(bundle.item_emb, query, fetch)
+        items, scores = topk_one(query, bundle.item_emb, fetch)
         if exclude_seen and len(seen):
             keep = ~np.isin(items, seen)
             items, scores = items[keep], scores[keep]

@@ -1,8 +1,10 @@
 """Share partners for the service: "this user shares this item — which friends should get it?"
 
-The candidates, the features and the learned model are those of models/share_ranker.py, the one
-place they are computed, so what is trained and evaluated offline is what is served. This module
-adds only what serving needs around them:
+The candidates (features/shares.py), the ranking by score with ties broken by user id
+(features/ranking.py), the features (models/share_features.py) and the learned model
+(models/share_ranker.py) are those offline evaluation and training use, each computed in one
+place, so what is trained and evaluated offline is what is served. This module adds only what
+serving needs around them:
 
 - :class:`ShareModel`: the bundle's :class:`ShareContext` and :class:`ShareRanker`, built once
   per loaded bundle (serving/loader.py ``prepare`` builds it; :func:`share_model` finds it again);
@@ -32,14 +34,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from socialrec.features.ranking import rank_candidates
+from socialrec.features.shares import share_candidates
 from socialrec.models.bundle import ModelBundle
-from socialrec.models.share_ranker import (
-    FEATURES,
-    ShareContext,
-    ShareRanker,
-    candidates,
-    share_features,
-)
+from socialrec.models.share_features import FEATURES, ShareContext, share_features
+from socialrec.models.share_ranker import ShareRanker
 
 #: The raw feature values each partner carries as ``parts`` (what a marketing UI shows).
 #: ``past_shares`` / ``past_joins`` are ``log1p`` counts, as the ranker reads them.
@@ -100,7 +99,7 @@ class ShareModel:
                    if getattr(bundle, name) is None]
         if missing:
             n = len(bundle.users)
-            empty = sp.csr_matrix((n, n), dtype=np.float32)
+            empty = sp.csr_matrix((n, n)).astype(np.float32)
             context = ShareContext(bundle.user_emb, bundle.item_emb, bundle.social, empty, empty,
                                    bundle.seen)
             why = f"the bundle has no share history ({', '.join(missing)})"
@@ -147,7 +146,7 @@ def rank_partners(bundle: ModelBundle, sharer: int, item_vec: np.ndarray, item: 
     when ``item`` is None (unknown to the model), for the item that ``item_vec`` stands for."""
     model = share_model(bundle)
     ctx = model.context
-    cands = candidates(ctx.social, np.array([sharer]), hops)[0]
+    cands = share_candidates(ctx.social, np.array([sharer]), hops)[0]
     if len(cands) == 0:
         empty = np.zeros(0)
         return Partners(cands, empty, empty.astype(np.int8), {p: empty for p in PARTS}, [])
@@ -160,11 +159,11 @@ def rank_partners(bundle: ModelBundle, sharer: int, item_vec: np.ndarray, item: 
     x = share_features(ctx, np.array([sharer]), np.array([item]), [cands])
     if model.ranker is not None:
         scores = model.ranker.decision(x)
-        top = np.lexsort((cands, -scores))[:k]  # score descending, user id breaks ties
+        top = rank_candidates(cands, scores)[:k]
         reasons = _learned_reasons(model.ranker, x[top])
     else:
         scores = x[:, _COL["tie_strength"]]
-        top = np.lexsort((cands, -x[:, _COL["affinity"]], -scores))[:k]
+        top = rank_candidates(cands, scores, x[:, _COL["affinity"]])[:k]
         reasons = [f"ranked by tie strength ({t:.2f}), then interest in the item"
                    for t in scores[top]]
     hop = np.where(x[top, _COL["two_hop"]] > 0, 2, 1).astype(np.int8)

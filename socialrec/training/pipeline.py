@@ -27,9 +27,10 @@ from socialrec.models.base import Recommender
 from socialrec.models.bundle import ModelBundle
 from socialrec.models.index import build_indexes
 from socialrec.models.registry import make_model
-from socialrec.models.share_ranker import ShareContext, train_share_ranker
+from socialrec.models.share_features import ShareContext
 from socialrec.training import tracking
 from socialrec.training.config import data_root, format_names
+from socialrec.training.share_fitting import train_share_ranker
 
 log = logging.getLogger(__name__)
 

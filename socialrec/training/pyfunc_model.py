@@ -19,7 +19,7 @@ class BundleModel(PythonModel):
         self.bundle = ModelBundle.load(context.artifacts["bundle"])
 
     def predict(self, context: PythonModelContext, model_input: pd.DataFrame, params=None):
-        from socialrec.evaluation.topk import topk_scores
+        from socialrec.features.ranking import topk_scores
 
         b = self.bundle
         out = []

@@ -17,10 +17,10 @@ from socialrec.evaluation.offline import (
     evaluate_recommend,
     evaluate_share,
     sample_negatives,
-    share_candidates,
 )
 from socialrec.features.graph import GraphData
 from socialrec.features.idmap import IdMap
+from socialrec.features.shares import share_candidates
 
 
 def pairs_matrix(pairs, shape) -> sp.csr_matrix:

@@ -1,6 +1,6 @@
-"""Share partners as served (serving/share.py over models/share_ranker.py) and the cold-start
-fallbacks, on the tiny demo bundle (which carries share history and a learned ranker) and on a
-bundle written the way training/pipeline.py ``make_bundle`` writes one."""
+"""Share partners as served (serving/share.py over models/share_features.py and share_ranker.py)
+and the cold-start fallbacks, on the tiny demo bundle (which carries share history and a learned
+ranker) and on a bundle written the way training/pipeline.py ``make_bundle`` writes one."""
 
 from __future__ import annotations
 
@@ -13,17 +13,12 @@ import pytest
 import scipy.sparse as sp
 
 from socialrec.features.idmap import IdMap
+from socialrec.features.shares import share_groups
 from socialrec.features.tie_strength import share_matrices
 from socialrec.models.bundle import ModelBundle
 from socialrec.models.index import build_indexes
-from socialrec.models.share_ranker import (
-    FEATURES,
-    ShareContext,
-    ShareRanker,
-    examples,
-    fit_share_ranker,
-    share_groups,
-)
+from socialrec.models.share_features import FEATURES, ShareContext
+from socialrec.models.share_ranker import ShareRanker, examples, fit_share_ranker
 from socialrec.serving.fallback import friends_favourites, popular_items
 from socialrec.serving.loader import DirectorySource
 from socialrec.serving.schemas import ShareRequest
@@ -63,7 +58,7 @@ def test_the_demo_bundle_is_served_by_its_learned_ranker(bundle):
     assert np.all(np.diff(got.scores) <= 0)
     assert set(got.parts) == set(PARTS) and all(len(v) == 5 for v in got.parts.values())
     assert len(got.reasons) == 5 and all(got.reasons)
-    # the very scores of the offline scorer (models/share_ranker.py): one code path
+    # the very scores of the offline scorer (ShareRanker.scorer): one code path
     ctx = ShareContext.from_bundle(bundle)
     every = candidates_of(bundle, SHARER)
     offline = ShareRanker.from_dict(bundle.share_ranker).scorer(ctx)(

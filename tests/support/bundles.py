@@ -21,10 +21,12 @@ import scipy.sparse as sp
 from scipy.special import expit
 
 from socialrec.features.idmap import IdMap
+from socialrec.features.shares import share_groups
 from socialrec.features.tie_strength import share_matrices
 from socialrec.models.bundle import ModelBundle
 from socialrec.models.index import build_indexes
-from socialrec.models.share_ranker import ShareContext, examples, fit_share_ranker, share_groups
+from socialrec.models.share_features import ShareContext
+from socialrec.models.share_ranker import examples, fit_share_ranker
 
 #: Share records simulated per user; the last HOLD_OUT of them fit the ranker.
 SHARES_PER_USER = 1.0
