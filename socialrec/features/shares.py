@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from socialrec.features.sparse import binary, is_binary
+from socialrec.features.sparse import binary
 
 #: score_fn(sharers, items, candidates) -> one score array per candidate array.
 ShareScoreFn = Callable[[np.ndarray, np.ndarray, list[np.ndarray]], list[np.ndarray]]
@@ -26,10 +26,12 @@ def share_candidates(social: sp.csr_matrix, sharers: np.ndarray, hops: int = 1
     if hops not in (1, 2):
         raise ValueError(f"hops must be 1 or 2, got {hops}")
     sharers = np.asarray(sharers, dtype=np.int64)
-    # only the sharers' rows are binarised for one hop: serving calls this per request
+    # Only the rows needed are read and binarised (the sharers', and for two hops their
+    # friends'), never the whole graph: serving calls this per request.
     reach = binary(social[sharers])
     if hops == 2:
-        reach = reach + reach @ (social if is_binary(social) else binary(social))
+        friends = np.unique(reach.indices)
+        reach = reach + reach[:, friends] @ binary(social[friends])
     reach = reach.tocsr()
     reach.sum_duplicates()
     reach.sort_indices()
