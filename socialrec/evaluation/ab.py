@@ -1,43 +1,26 @@
-"""Online A/B analysis: join exposures with feedback, compare every variant with the control.
+"""Online A/B analysis: every variant compared with the control, from the event store.
 
-The unit of analysis
---------------------
-Exposures say which *unit* (the A/B randomisation unit: a user, or a campaign for pushes) got
-which variant, and which *user* saw the list. :func:`unit_rows` reduces the event store to one
-row per (unit, user) with what that user did afterwards. Feedback reaches a row
+:func:`analyze_store` reads one experiment's exposures and feedback, reduces them to one row per
+(unit, user) (:mod:`socialrec.evaluation.ab_attribution`) and :func:`analyze` s those rows; the
+tests and intervals are in :mod:`socialrec.evaluation.ab_stats`, the report in
+:mod:`socialrec.evaluation.ab_report`.
 
-1. through its request id and user id (the pushed user opened the push, the requesting user
-   clicked a recommendation);
-2. through its request id alone when that request has one (unit, user) row (a friend joining a
-   share counts for the sharer who asked for share partners);
-3. without a request id (an organic event) when it comes after the row's first exposure: from
-   the same user when the units are users, from the same user *and item* when the units are
-   campaigns. This is the only way a held-out user, who never got a request id, can convert.
-
-Per arm, a rate is the share of rows with at least one such event, revenue is per row (per
-user), joins per share is a ratio of sums. When every unit has one row (the units are the users)
-the rows are independent: rates get Newcombe's score interval of the difference with a pooled
+Per arm, a rate is the share of rows with at least one event, revenue is per row (per user),
+joins per share is a ratio of sums. When every unit has one row (the units are the users) the
+rows are independent: rates get Newcombe's score interval of the difference with a pooled
 two-proportion z-test, revenue Welch's t-test. When units are campaigns, users of one campaign
 are correlated, so every metric is a ratio of per-unit sums and its variance comes from the
-delta method (Deng, Knoblich & Lu 2018, "Applying the Delta Method in Metric Analytics"), which
-treats the unit, not the user, as the independent draw; such a comparison is flagged
-``small_sample`` when an arm has fewer than 30 events.
+delta method, which treats the unit, not the user, as the independent draw; such a comparison
+is flagged ``small_sample`` when an arm has fewer than 30 events.
 
 Also: relative lift with an interval on the log of the ratio (never below -100%); a
-sample-ratio-mismatch check (chi-square
-goodness of fit against the configured weights) that flags the whole report; CUPED (Deng, Xu,
-Kohavi & Walker 2013, "Improving the Sensitivity of Online Controlled Experiments by Utilizing
-Pre-Experiment Data") with the user's pre-period activity as covariate; optional always-valid
-intervals from the mixture SPRT (Johari, Koomen, Pekelis & Walsh 2017, "Peeking at A/B Tests:
-Why It Matters, and What to Do About It", KDD; "Always Valid Inference", Oper. Res. 2022); and
+sample-ratio-mismatch check against the configured weights that flags the whole report; CUPED
+with the user's pre-period activity as covariate; optional always-valid intervals (mSPRT); and
 push incrementality: pushed users against the held-out users of the same campaigns.
-
-Held-out users appear in the exposures with ``variant == "holdout"`` (features/events.HOLDOUT).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -46,18 +29,24 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from socialrec.features.events import FEEDBACK_EVENTS, HOLDOUT, EventStore
+from socialrec.evaluation.ab_attribution import PRE_PERIOD, unit_rows
+from socialrec.evaluation.ab_stats import (
+    ALPHA,
+    SMALL_SAMPLE_EVENTS,
+    SRM_THRESHOLD,
+    Effect,
+    SRMCheck,
+    compare_means,
+    compare_proportions,
+    compare_ratios,
+    cuped,
+    msprt,
+    relative_lift,
+    srm_check,
+)
+from socialrec.features.events import HOLDOUT, EventStore
 from socialrec.features.experiments import load_experiments
-
-ALPHA = 0.05
-#: p-value under which the observed split is declared a sample-ratio mismatch. Strict on purpose:
-#: the check runs on every report, and a real SRM gives p-values far below it (Fabijan et al.
-#: 2019, "Diagnosing Sample Ratio Mismatch in Online Controlled Experiments", KDD).
-SRM_THRESHOLD = 0.001
-#: Pre-period read for CUPED's covariate, before the experiment's first exposure.
-PRE_PERIOD = timedelta(days=28)
 
 
 @dataclass(frozen=True)
@@ -81,10 +70,6 @@ METRICS: tuple[Metric, ...] = (
     Metric("joins_per_share", "joins per share", "join", denominator="share"),
 )
 METRIC_BY_NAME = {m.name: m for m in METRICS}
-
-#: Columns of :func:`unit_rows` (and of the simulator's in-memory rows).
-ROW_COLUMNS = ["unit_id", "user_id", "arm", "unit_variant", "exposures", "first_ts",
-               *FEEDBACK_EVENTS, "revenue", "first_purchase_ts", "pre_activity"]
 
 
 # -- the experiment definition -----------------------------------------------------------------
@@ -114,312 +99,6 @@ def read_experiment(path: str | Path, name: str) -> ExperimentArms:
     exp = experiments[name]
     weights = {v: spec.weight for v, spec in exp.variants.items()}
     return ExperimentArms(name, weights, exp.holdout.weight, exp.unit)
-
-
-# -- events -> one row per (unit, user) --------------------------------------------------------
-
-def unit_rows(exposures: pd.DataFrame, feedback: pd.DataFrame, *, start: datetime | None = None,
-              end: datetime | None = None, pre_period: timedelta = PRE_PERIOD) -> pd.DataFrame:
-    """One row per (unit, user) exposed in the experiment, with the feedback attributed to it
-    (see the module docstring) in ``[start, end)`` and the user's number of feedback events in
-    ``[start - pre_period, start)`` (``pre_activity``, CUPED's covariate).
-
-    ``exposures`` are one experiment's (EventStore.exposures(experiment)); ``start`` defaults
-    to the first exposure. ``arm`` is the unit's variant, or ``"holdout"`` for a held-out user;
-    ``unit_variant`` is the unit's variant in both cases.
-    """
-    if exposures.empty:
-        raise ValueError("no exposures: nothing to analyse (wrong experiment name or window?)")
-    ex = exposures
-    start = _utc(start if start is not None else ex.ts.min())
-    end_ts = _utc(end) if end is not None else None
-
-    unit_variant = ex[ex.variant != HOLDOUT].groupby("unit_id").variant.first()
-    rows = ex.groupby(["unit_id", "user_id"], sort=True).agg(
-        arm=("variant", "first"), exposures=("request_id", "size"), first_ts=("ts", "min"),
-        item_id=("item_id", "first"),
-    ).reset_index()
-    rows["unit_variant"] = rows.unit_id.map(unit_variant)
-    unit_is_user = bool((ex.unit_id == ex.user_id).all())
-
-    in_window = (feedback.ts >= start) & (feedback.ts < end_ts if end_ts is not None else True)
-    fb = feedback[in_window]
-    attributed = _attribute(ex, fb, rows, unit_is_user)
-
-    key = ["unit_id", "user_id"]
-    counts = (attributed.groupby([*key, "event"]).size().unstack("event", fill_value=0)
-              .reindex(columns=list(FEEDBACK_EVENTS), fill_value=0))
-    purchases = attributed[attributed.event == "purchase"].groupby(key)
-    outcome = counts.join(purchases.value.sum().rename("revenue")).join(
-        purchases.ts.min().rename("first_purchase_ts"))
-    rows = rows.merge(outcome, left_on=key, right_index=True, how="left")
-    for event in FEEDBACK_EVENTS:
-        rows[event] = rows[event].fillna(0).astype("int64")
-    rows["revenue"] = rows["revenue"].fillna(0.0).astype("float64")
-
-    pre = feedback[(feedback.ts >= start - pre_period) & (feedback.ts < start)]
-    rows["pre_activity"] = rows.user_id.map(pre.groupby("user_id").size()).fillna(0).astype(
-        "int64")
-    return rows[ROW_COLUMNS]
-
-
-def _utc(ts: datetime | pd.Timestamp) -> pd.Timestamp:
-    """A UTC timestamp; a naive one is taken to be UTC already (as the event store does)."""
-    ts = pd.Timestamp(ts)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def _attribute(ex: pd.DataFrame, fb: pd.DataFrame, rows: pd.DataFrame,
-               unit_is_user: bool) -> pd.DataFrame:
-    """Feedback rows with the (unit_id, user_id) row each is attributed to."""
-    cols = ["unit_id", "user_id", "event", "value", "ts"]
-    linked = fb[fb.request_id.notna()]
-    # 1. the exposed user acting on their own request
-    pairs = ex[["request_id", "user_id", "unit_id"]].drop_duplicates(["request_id", "user_id"])
-    by_pair = linked.merge(pairs, on=["request_id", "user_id"])
-    # 2. someone else acting on a request that answered one (unit, user): a friend's join
-    rest = linked[~linked.event_id.isin(by_pair.event_id)]
-    per_request = ex.groupby("request_id").agg(unit_id=("unit_id", "first"),
-                                               row_user=("user_id", "first"),
-                                               n_users=("user_id", "nunique"),
-                                               n_units=("unit_id", "nunique"))
-    single = per_request[(per_request.n_users == 1) & (per_request.n_units == 1)]
-    by_request = rest.merge(single[["unit_id", "row_user"]], left_on="request_id",
-                            right_index=True)
-    by_request = by_request.drop(columns="user_id").rename(columns={"row_user": "user_id"})
-    # 3. organic events after the user's first exposure
-    organic = fb[fb.request_id.isna()]
-    on = ["user_id"] if unit_is_user else ["user_id", "item_id"]
-    by_user = organic.merge(rows[["unit_id", "user_id", "item_id", "first_ts"]], on=on)
-    by_user = by_user[by_user.ts >= by_user.first_ts]
-    return pd.concat([by_pair[cols], by_request[cols], by_user[cols]], ignore_index=True)
-
-
-# -- statistics --------------------------------------------------------------------------------
-
-#: Fewer events than this in either arm and a normal-approximation interval (delta method,
-#: Welch) is not to be trusted: the comparison is flagged ``small_sample``.
-SMALL_SAMPLE_EVENTS = 30
-
-
-@dataclass
-class Effect:
-    """Treatment against control on one metric.
-
-    ``rel_lift`` is treatment / control - 1; when it is undefined (a control of 0) it and
-    ``rel_ci`` are NaN (null in JSON) and ``rel_note`` says why. ``events`` are the users with
-    a nonzero outcome per arm (treatment, control) where they were counted; ``small_sample``
-    marks a normal-approximation test with fewer than :data:`SMALL_SAMPLE_EVENTS` of them in an
-    arm."""
-
-    control: float
-    treatment: float
-    abs_lift: float
-    abs_ci: tuple[float, float]
-    rel_lift: float
-    rel_ci: tuple[float, float]
-    p_value: float
-    se: float  # standard error of abs_lift (unpooled, normal approximation)
-    test: str
-    rel_note: str = ""
-    events: tuple[int, int] | None = None
-    small_sample: bool = False
-
-
-@functools.lru_cache(maxsize=16)
-def _z(alpha: float) -> float:
-    return float(stats.norm.ppf(1 - alpha / 2))
-
-
-def _relative(m_t: float, v_t: float, m_c: float, v_c: float,
-              alpha: float) -> tuple[float, tuple[float, float], str]:
-    """Relative lift m_t/m_c - 1, its interval and, when either is undefined, the reason.
-
-    The interval is the delta method on log(m_t / m_c), whose variance is v_t/m_t^2 + v_c/m_c^2
-    for independent arms (``v`` are variances of the means), exponentiated: it is asymmetric and
-    never goes below -100% (Katz et al. 1978, "Obtaining Confidence Intervals for the Risk Ratio
-    in Cohort Studies", for rates; the same for means and ratio metrics)."""
-    nan = (math.nan, math.nan)
-    if m_c == 0:
-        return math.nan, nan, "control is 0: relative lift undefined"
-    rel = m_t / m_c - 1
-    if m_c < 0 or m_t <= 0:
-        return rel, nan, ("treatment is 0: no interval on the log scale" if m_t == 0 else
-                          "a negative mean: no interval on the log scale")
-    se = math.sqrt(v_t / m_t**2 + v_c / m_c**2)
-    half = _z(alpha) * se
-    return rel, (math.expm1(math.log1p(rel) - half), math.expm1(math.log1p(rel) + half)), ""
-
-
-def _p_normal(diff: float, se: float) -> float:
-    if se == 0 or not math.isfinite(se):
-        return 1.0 if diff == 0 else (0.0 if math.isfinite(se) else math.nan)
-    return float(2 * stats.norm.sf(abs(diff / se)))
-
-
-def wilson_interval(x: int, n: int, alpha: float = ALPHA) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion x/n (Wilson 1927), no continuity
-    correction."""
-    z = _z(alpha)
-    p = x / n
-    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
-    half = z / (1 + z**2 / n) * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def newcombe_interval(x_t: int, n_t: int, x_c: int, n_c: int,
-                      alpha: float = ALPHA) -> tuple[float, float]:
-    """Interval of p_t - p_c by Newcombe's hybrid score method (Newcombe 1998, "Interval
-    estimation for the difference between independent proportions: comparison of eleven
-    methods", Stat. Med. 17:873-890, method 10): the two Wilson intervals combined by the
-    square-and-add rule. Unlike the Wald interval it keeps its coverage with few events and
-    never leaves [-1, 1]."""
-    p_t, p_c = x_t / n_t, x_c / n_c
-    l_t, u_t = wilson_interval(x_t, n_t, alpha)
-    l_c, u_c = wilson_interval(x_c, n_c, alpha)
-    diff = p_t - p_c
-    return (diff - math.sqrt((p_t - l_t) ** 2 + (u_c - p_c) ** 2),
-            diff + math.sqrt((u_t - p_t) ** 2 + (p_c - l_c) ** 2))
-
-
-def compare_proportions(x_t: int, n_t: int, x_c: int, n_c: int,
-                        alpha: float = ALPHA) -> Effect:
-    """Difference of two independent proportions.
-
-    Interval: Newcombe's hybrid score interval (:func:`newcombe_interval`), which holds its
-    coverage with a handful of events where the Wald interval is too narrow. p-value: the
-    two-proportion z-test with the standard error pooled under H0, which keeps its size in
-    small samples better than the unpooled one. Neither is the inversion of the other, so at
-    the margin (p close to alpha) the interval and the test can still disagree; both are the
-    textbook small-sample choices. ``se`` is the unpooled standard error (the mSPRT and CUPED's
-    variance reduction use it). Relative lift: see :func:`_relative`."""
-    p_t, p_c = x_t / n_t, x_c / n_c
-    diff = p_t - p_c
-    v_t, v_c = p_t * (1 - p_t) / n_t, p_c * (1 - p_c) / n_c
-    pooled = (x_t + x_c) / (n_t + n_c)
-    se0 = math.sqrt(pooled * (1 - pooled) * (1 / n_t + 1 / n_c))
-    rel, rel_ci, rel_note = _relative(p_t, v_t, p_c, v_c, alpha)
-    return Effect(p_c, p_t, diff, newcombe_interval(x_t, n_t, x_c, n_c, alpha), rel, rel_ci,
-                  _p_normal(diff, se0), math.sqrt(v_t + v_c),
-                  "Newcombe interval, pooled z-test", rel_note, (x_t, x_c))
-
-
-def compare_means(y_t: np.ndarray, y_c: np.ndarray, alpha: float = ALPHA) -> Effect:
-    """Welch's t-test on per-unit values."""
-    y_t, y_c = np.asarray(y_t, dtype=float), np.asarray(y_c, dtype=float)
-    m_t, m_c = float(y_t.mean()), float(y_c.mean())
-    v_t, v_c = float(y_t.var(ddof=1)) / len(y_t), float(y_c.var(ddof=1)) / len(y_c)
-    diff = m_t - m_c
-    rel, rel_ci, rel_note = _relative(m_t, v_t, m_c, v_c, alpha)
-    if v_t + v_c == 0:  # both arms constant: nothing to test
-        return Effect(m_c, m_t, diff, (diff, diff), rel, rel_ci, _p_normal(diff, 0.0), 0.0,
-                      "Welch t", rel_note)
-    res = stats.ttest_ind(y_t, y_c, equal_var=False)
-    ci = res.confidence_interval(1 - alpha)
-    return Effect(m_c, m_t, diff, (float(ci.low), float(ci.high)), rel, rel_ci,
-                  float(res.pvalue), math.sqrt(v_t + v_c), "Welch t", rel_note)
-
-
-def ratio_estimate(num: np.ndarray, den: np.ndarray) -> tuple[float, float]:
-    """sum(num)/sum(den) over independent units and the delta-method variance of that ratio
-    (Deng et al. 2018, eq. for the ratio of two means)."""
-    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
-    n = len(num)
-    mx, my = den.mean(), num.mean()
-    if mx == 0:
-        return math.nan, math.nan
-    if n < 2:
-        return my / mx, math.nan
-    cov = np.cov(num, den, ddof=1)
-    var = (cov[0, 0] / mx**2 - 2 * my * cov[0, 1] / mx**3 + my**2 * cov[1, 1] / mx**4) / n
-    return float(my / mx), float(max(var, 0.0))
-
-
-def compare_ratios(num_t: np.ndarray, den_t: np.ndarray, num_c: np.ndarray, den_c: np.ndarray,
-                   alpha: float = ALPHA) -> Effect:
-    """z-test of two ratio metrics, each a ratio of per-unit sums (delta method)."""
-    r_t, v_t = ratio_estimate(num_t, den_t)
-    r_c, v_c = ratio_estimate(num_c, den_c)
-    diff, se = r_t - r_c, math.sqrt(v_t + v_c)
-    z = _z(alpha)
-    rel, rel_ci, rel_note = _relative(r_t, v_t, r_c, v_c, alpha)
-    return Effect(r_c, r_t, diff, (diff - z * se, diff + z * se), rel, rel_ci,
-                  _p_normal(diff, se), se, "delta-method z", rel_note)
-
-
-def cuped(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, float]:
-    """CUPED-adjusted outcome y - theta (x - mean x), theta = cov(y, x) / var(x) over the pooled
-    arms (Deng et al. 2013). Pooling keeps the adjustment the same for both arms, so the
-    difference of means stays unbiased."""
-    y, x = np.asarray(y, dtype=float), np.asarray(x, dtype=float)
-    var_x = x.var(ddof=1)
-    if var_x == 0:
-        return y, 0.0
-    theta = float(np.cov(y, x, ddof=1)[0, 1] / var_x)
-    return y - theta * (x - x.mean()), theta
-
-
-def msprt(diff: np.ndarray | float, var: np.ndarray | float, tau2: np.ndarray | float,
-          alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Always-valid p-value and (1 - alpha) interval of a difference estimate ``diff`` with
-    variance ``var``, from the normal-mixture SPRT with mixing variance ``tau2`` (Johari et al.
-    2017). Valid at any stopping time, however often one looks; vectorised over looks.
-
-    Mixture likelihood ratio: sqrt(V / (V + tau2)) * exp(tau2 diff^2 / (2 V (V + tau2))).
-    """
-    d, v, t2 = (np.asarray(a, dtype=float) for a in (diff, var, tau2))
-    log_lr = 0.5 * np.log(v / (v + t2)) + t2 * d**2 / (2 * v * (v + t2))
-    p = np.minimum(1.0, np.exp(-log_lr))
-    half = np.sqrt(v * (v + t2) / t2 * (np.log((v + t2) / v) - 2 * math.log(alpha)))
-    return p, d - half, d + half
-
-
-def power_two_proportions(p_c: float, p_t: float, n_c: float, n_t: float,
-                          alpha: float = ALPHA) -> float:
-    """Power of the two-sided two-proportion z-test (normal approximation)."""
-    se = math.sqrt(p_c * (1 - p_c) / n_c + p_t * (1 - p_t) / n_t)
-    shift, z = abs(p_t - p_c) / se, _z(alpha)
-    return float(stats.norm.cdf(shift - z) + stats.norm.cdf(-shift - z))
-
-
-@dataclass
-class SRMCheck:
-    """Chi-square goodness of fit of the observed split against the configured one."""
-
-    what: str
-    observed: dict[str, int]
-    expected_share: dict[str, float]
-    chi2: float
-    p_value: float
-    flagged: bool
-    note: str = ""
-
-
-def srm_check(observed: dict[str, int], expected_share: dict[str, float], what: str = "units",
-              threshold: float = SRM_THRESHOLD) -> SRMCheck:
-    """Flag a sample-ratio mismatch when the chi-square p-value is below ``threshold``.
-    Arms with an expected share of 0 must not be observed at all."""
-    names = list(expected_share)
-    obs = np.array([observed.get(n, 0) for n in names], dtype=float)
-    shares = np.array([expected_share[n] for n in names], dtype=float)
-    unexpected = {k: v for k, v in observed.items() if k not in expected_share and v > 0}
-    live = shares > 0
-    total = obs.sum() + sum(unexpected.values())
-    if unexpected or (obs[~live] > 0).any():
-        extra = {**unexpected, **{n: int(o) for n, o, s in zip(names, obs, shares, strict=True)
-                                  if s == 0 and o > 0}}
-        return SRMCheck(what, {n: int(o) for n, o in zip(names, obs, strict=True)} | unexpected,
-                        expected_share, math.inf, 0.0, True,
-                        f"units in arms the configuration does not route to: {extra}")
-    if total == 0 or live.sum() < 2:
-        return SRMCheck(what, {n: int(o) for n, o in zip(names, obs, strict=True)},
-                        expected_share, math.nan, math.nan, False, "nothing to compare")
-    expected = shares[live] / shares[live].sum() * total
-    res = stats.chisquare(obs[live], expected)
-    note = "" if expected.min() >= 5 else "fewer than 5 expected units in an arm: weak check"
-    return SRMCheck(what, {n: int(o) for n, o in zip(names, obs, strict=True)},
-                    expected_share, float(res.statistic), float(res.pvalue),
-                    bool(res.pvalue < threshold), note)
 
 
 # -- the analysis ------------------------------------------------------------------------------
@@ -558,7 +237,7 @@ def compare_metric(metric: Metric, treat: pd.DataFrame, ctrl: pd.DataFrame, *,
             effect.control, effect.treatment = plain.control, plain.control + effect.abs_lift
             v_t, v_c = (adjusted[: len(y_t)].var(ddof=1) / len(y_t),
                         adjusted[len(y_t):].var(ddof=1) / len(y_c))
-            effect.rel_lift, effect.rel_ci, effect.rel_note = _relative(
+            effect.rel_lift, effect.rel_ci, effect.rel_note = relative_lift(
                 effect.treatment, v_t, plain.control, v_c, alpha)
             reduction = 1 - effect.se**2 / plain.se**2 if plain.se > 0 else None
             unadjusted = plain
@@ -631,8 +310,8 @@ def analyze(rows: pd.DataFrame, arms: ExperimentArms | None = None, *, experimen
     srm = holdout_srm = None
     if arms is not None:
         units = pushed.groupby("unit_id").arm.first().value_counts().to_dict()
-        srm = srm_check({k: int(v) for k, v in units.items()}, arms.weights, "units per variant",
-                        srm_threshold)
+        srm = srm_check({str(k): int(v) for k, v in units.items()}, arms.weights,
+                        "units per variant", srm_threshold)
         if arms.holdout > 0 or len(held):
             holdout_srm = srm_check({"pushed": len(pushed), HOLDOUT: len(held)},
                                     {"pushed": 1 - arms.holdout, HOLDOUT: arms.holdout},

@@ -19,14 +19,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from socialrec.evaluation.ab import (
-    METRIC_BY_NAME,
-    SMALL_SAMPLE_EVENTS,
-    ABResult,
-    Effect,
-    Incrementality,
-    SRMCheck,
-)
+from socialrec.evaluation.ab import METRIC_BY_NAME, ABResult, Incrementality
+from socialrec.evaluation.ab_stats import SMALL_SAMPLE_EVENTS, Effect, SRMCheck
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;

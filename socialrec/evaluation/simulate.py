@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from socialrec.evaluation.ab import ROW_COLUMNS, ExperimentArms
+from socialrec.evaluation.ab import ExperimentArms
+from socialrec.evaluation.ab_attribution import ROW_COLUMNS
 from socialrec.features.events import HOLDOUT, EventStore, Exposure, Feedback
 
 LIST_SIZE = 3  # items per simulated recommendation list
@@ -175,7 +176,7 @@ def _draw(spec: SimSpec) -> pd.DataFrame:
 
     return pd.DataFrame({
         "unit_id": unit_ids, "user_id": user_ids, "arm": arm,
-        "unit_variant": np.where(held & (spec.unit == "user"), None, unit_variant),
+        "unit_variant": np.where(held & (spec.unit == "user"), np.array(None), unit_variant),
         "exposures": requests * (LIST_SIZE if spec.unit == "user" else 1),
         "first_ts": stamp(offsets),
         "push_open": opened.astype(int), "click": clicked.astype(int),
@@ -191,8 +192,8 @@ def _draw(spec: SimSpec) -> pd.DataFrame:
 
 
 def simulate_rows(spec: SimSpec) -> pd.DataFrame:
-    """The rows :func:`socialrec.evaluation.ab.unit_rows` would build from the simulated events
-    (same columns), without making the events."""
+    """The rows :func:`socialrec.evaluation.ab_attribution.unit_rows` would build from the
+    simulated events (same columns), without making the events."""
     return _draw(spec)[ROW_COLUMNS].copy()
 
 
@@ -237,7 +238,8 @@ def simulate_events(spec: SimSpec) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
     })
 
     # feedback: the exposed act on their first request; held-out users only buy, organically
-    first_request = np.where(held, None, request_ids[np.searchsorted(row, np.arange(n))])
+    first_request = np.where(held, np.array(None),
+                             request_ids[np.searchsorted(row, np.arange(n))])
     parts = []
     for event, flag, when in (("push_open", d.push_open > 0, d.open_ts),
                               ("click", d.click > 0, d.click_ts),
@@ -249,8 +251,9 @@ def simulate_events(spec: SimSpec) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
             "ts": pd.DatetimeIndex(when)[idx], "user_id": user_ids[idx], "item_id": items[idx],
             "event": event,
             "value": d.revenue.to_numpy()[idx] if event == "purchase" else 0.0}))
-    joiner = np.repeat(np.arange(n), d["join"].to_numpy())
-    nth = np.arange(len(joiner)) - np.repeat(np.cumsum(d["join"]) - d["join"], d["join"]).to_numpy()
+    joins = d["join"].to_numpy()
+    joiner = np.repeat(np.arange(n), joins)
+    nth = np.arange(len(joiner)) - np.repeat(np.cumsum(joins) - joins, joins)
     parts.append(pd.DataFrame({
         "event_id": [f"{exp}:join:{i}:{j}" for i, j in zip(joiner, nth, strict=True)],
         "request_id": first_request[joiner],

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from socialrec.evaluation.ab import ROW_COLUMNS, unit_rows
+from socialrec.evaluation.ab_attribution import ROW_COLUMNS, unit_rows
 from socialrec.evaluation.simulate import SimSpec, simulate, simulate_events, simulate_rows
 from socialrec.features.events import EventStore
 
