@@ -124,3 +124,17 @@ def test_lift_plot_has_a_panel_per_scale():
     no_holdout = SimSpec(units=2000, seed=6)
     result = analyze(simulate_rows(no_holdout), no_holdout.arms(), timeline=False)
     assert len(lift_figure(result).axes) == 1
+
+
+def test_names_from_the_data_are_escaped():
+    """Experiment, variant and note text is shown as text: the template autoescapes it."""
+    script = "<script>alert('x')</script>"
+    spec = SimSpec(experiment=f"exp{script}", units=2000, seed=6,
+                   weights={"control": 0.5, f"gnn{script}": 0.5})
+    result = analyze(simulate_rows(spec), spec.arms(), experiment=spec.experiment,
+                     timeline=False)
+    result.notes.append(f"note {script}")
+    html = render_html(result)
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html
+    assert html.count("&lt;script&gt;") >= 5  # title, heading, note, arm rows, comparisons
