@@ -21,7 +21,7 @@ With ``social_weight = 0`` the model is plain LightGCN (the baseline ``lightgcn`
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -40,6 +40,11 @@ def _sym_normalize(a: sp.csr_matrix) -> sp.csr_matrix:
     inv_sqrt[nz] = deg[nz] ** -0.5
     d = sp.diags(inv_sqrt)
     return (d @ a @ d).tocsr()
+
+
+def _csr_blocks(blocks: list[list[sp.spmatrix | None]]) -> sp.csr_matrix:
+    """``sp.bmat`` in CSR format (its stubs type any result as a bare ``spmatrix``)."""
+    return cast(sp.csr_matrix, sp.bmat(blocks, format="csr"))
 
 
 def normalized_adjacency(
@@ -66,16 +71,16 @@ def normalized_adjacency(
     r.eliminate_zeros()
     # log-damped so that one heavy user–item pair does not dominate its neighbourhood
     r.data = np.log1p(r.data).astype(np.float32) if weighted else np.ones_like(r.data)
-    s = sp.csr_matrix((n_users, n_users), dtype=np.float32)
+    s = sp.csr_matrix((n_users, n_users)).astype(np.float32)  # no friend edges
     if social is not None and social_weight > 0 and social.nnz:
         s = sp.csr_matrix(social, dtype=np.float32)
         s = s.maximum(s.T).tocsr()
         s.setdiag(0)
         s.eliminate_zeros()
     if social_norm == "joint":
-        a = _sym_normalize(sp.bmat([[s * social_weight, r], [r.T, None]], format="csr"))
+        a = _sym_normalize(_csr_blocks([[s * social_weight, r], [r.T, None]]))
     else:
-        bipartite = _sym_normalize(sp.bmat([[None, r], [r.T, None]], format="csr"))
+        bipartite = _sym_normalize(_csr_blocks([[None, r], [r.T, None]]))
         social_block = sp.block_diag([_sym_normalize(s) * social_weight,
                                       sp.csr_matrix((n_items, n_items))], format="csr")
         a = (bipartite + social_block).tocsr()
@@ -104,12 +109,12 @@ class _SymmetricSpMM(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, adj: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, adj: Tensor, x: Tensor) -> Tensor:
         ctx.adj = adj
         return torch.sparse.mm(adj, x)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:
         return None, torch.sparse.mm(ctx.adj, grad.contiguous())
 
 
@@ -173,32 +178,3 @@ class SocialGNN(nn.Module):
         """Scores of (user, item) pairs: inner product of propagated embeddings."""
         user_emb, item_emb = self.split(self.get_embedding(adj))
         return (user_emb[users] * item_emb[items]).sum(dim=-1)
-
-    def l2_penalty(self, users: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
-        """Squared L2 norm of the batch's layer-0 embeddings over the batch size (LightGCN)."""
-        e0 = self.embedding.weight
-        return (
-            e0[users].pow(2).sum()
-            + e0[self.num_users + pos].pow(2).sum()
-            + e0[self.num_users + neg].pow(2).sum()
-        ) / (2 * len(users))
-
-    def bpr_loss(
-        self, user_emb: Tensor, item_emb: Tensor, users: Tensor, pos: Tensor, neg: Tensor, l2: float
-    ) -> Tensor:
-        """BPR (Rendle et al., UAI 2009) + L2 on the layer-0 embeddings of the batch (LightGCN)."""
-        u = user_emb[users]
-        pos_scores = (u * item_emb[pos]).sum(-1)
-        neg_scores = (u * item_emb[neg]).sum(-1)
-        loss = F.softplus(neg_scores - pos_scores).mean()
-        if l2 > 0:
-            loss = loss + l2 * self.l2_penalty(users, pos, neg)
-        return loss
-
-    @staticmethod
-    def infonce(view1: Tensor, view2: Tensor, temperature: float) -> Tensor:
-        """InfoNCE between two views of the same nodes (SimGCL / SGL contrastive term)."""
-        v1, v2 = F.normalize(view1, dim=-1), F.normalize(view2, dim=-1)
-        logits = v1 @ v2.T / temperature
-        labels = torch.arange(len(v1), device=v1.device)
-        return F.cross_entropy(logits, labels)

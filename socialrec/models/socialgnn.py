@@ -1,5 +1,6 @@
-"""Fitting the social GNN behind the :class:`Recommender` contract (softmax, iALS or BPR loss,
-early stopping on validation)."""
+"""Fitting the social GNN behind the :class:`Recommender` contract: its hyper-parameters
+(:class:`SocialGNNConfig`), the samplers that feed its losses (models/losses.py), and the training
+loop with early stopping on validation."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, Self
 
 import numpy as np
@@ -24,6 +26,7 @@ from socialrec.features.tie_strength import graph_tie_strength
 from socialrec.models.base import Recommender, Validator
 from socialrec.models.baselines import ConfidenceWeighting, implicit_confidence
 from socialrec.models.gnn import SocialGNN, SocialNorm, normalized_adjacency
+from socialrec.models.losses import BPRLoss, ContrastiveLoss, IALSLoss, SoftmaxLoss
 from socialrec.models.registry import ModelConfig, register_model
 
 log = logging.getLogger(__name__)
@@ -159,6 +162,16 @@ class BPRSampler:
             yield (torch.from_numpy(users), torch.from_numpy(pos), torch.from_numpy(neg))
 
 
+def hardest_negatives(user_emb: torch.Tensor, item_emb: torch.Tensor, users: torch.Tensor,
+                      candidates: torch.Tensor) -> torch.Tensor:
+    """DNS (Zhang et al., *Optimizing Top-N Collaborative Filtering via Dynamic Negative Item
+    Sampling*, SIGIR 2013): of each triple's candidate negatives (``(batch, n)``), the one the
+    model currently scores highest."""
+    with torch.no_grad():
+        scores = (user_emb[users].unsqueeze(1) * item_emb[candidates]).sum(-1)
+    return candidates.gather(1, scores.argmax(dim=1, keepdim=True)).squeeze(1)
+
+
 class UserBatchSampler:
     """Batches of users with all their training positives, for the full-softmax loss.
 
@@ -208,40 +221,37 @@ def limit_threads(n: int | None):
 
 @register_model("socialgnn", SocialGNNConfig)
 class SocialGNNRecommender(Recommender):
-    """The social GNN (models/gnn.py), BPR or softmax loss; ``social_weight=0`` gives LightGCN.
-
-    Args mirror the ``model.socialgnn`` section of configs/defaults.yaml. Beyond LightGCN's:
+    """The social GNN (models/gnn.py) under one of three losses (models/losses.py);
+    ``social_weight=0`` gives LightGCN. Hyper-parameters: :class:`SocialGNNConfig`, as a config or
+    as keyword overrides (``SocialGNNRecommender(loss="bpr", lr=0.05)``).
 
     - ``social_weight``, ``social_norm``, ``tie_strength``: how friend edges enter propagation
       (see :func:`normalized_adjacency`); ``tie_strength=True`` weights each edge by
       ``features.tie_strength.graph_tie_strength`` (training-period co-activity), scaled to mean 1.
-    - ``cl_weight``, ``cl_mode``, ``cl_eps``, ``cl_temperature``, ``cl_layer``: the contrastive
-      term, ``"simgcl"`` (two extra noisy passes) or ``"xsimgcl"`` (one noisy pass; its final
-      embedding against layer ``cl_layer``, and BPR on the same noisy pass).
-    - ``loss``: ``"bpr"`` (LightGCN's, with ``batch_size`` triples per step), ``"softmax"``
-      (:meth:`_softmax_step`: ``users_per_step`` users with all their positives per step, cosine /
-      ``temperature``, against the whole catalogue or ``softmax_negatives`` sampled items) or
-      ``"ials"`` (:meth:`_ials_step`: implicit ALS's weighted squared loss over every user–item
-      pair of ``users_per_step`` users, confidence ``1 + confidence_alpha * w`` with ``w`` weighted
-      as ``confidence_weighting``; ``l2`` is then ALS's λ).
-    - ``neg_candidates``: hard negatives for BPR, DNS (Zhang et al., *Optimizing Top-N Collaborative
-      Filtering via Dynamic Negative Item Sampling*, SIGIR 2013): of that many uniform candidates,
-      the one the model currently scores highest is the negative (1: plain uniform sampling).
+    - ``loss``: ``"bpr"`` (:class:`BPRLoss`, LightGCN's, ``batch_size`` triples a step, with
+      ``neg_candidates > 1`` the :func:`hardest_negatives`), ``"softmax"`` (:class:`SoftmaxLoss`,
+      ``users_per_step`` users with all their positives a step, against the whole catalogue or
+      ``softmax_negatives`` sampled items) or ``"ials"`` (:class:`IALSLoss`, confidence
+      ``1 + confidence_alpha * w`` with ``w`` weighted as ``confidence_weighting``; ``l2`` is then
+      ALS's λ).
+    - ``cl_weight > 0`` adds :class:`ContrastiveLoss`: ``"simgcl"`` contrasts two extra noisy
+      passes; ``"xsimgcl"`` propagates with noise once, trains the main loss on that pass and
+      contrasts its final embedding with its layer ``cl_layer``.
     - ``item_bias`` (softmax loss only): a learned scalar per item added to the cosine logits;
       served as one more embedding column (users 1, items ``temperature × bias``), so inner
       product search still ranks exactly as the loss scores. ``item_bias_init``: ``"zero"`` or
       ``"log_popularity"`` (:meth:`_init_bias_at_log_popularity`).
-    - ``num_threads``: torch threads while fitting (``None``: torch's default).
     """
 
     name = "socialgnn"
-
     early_stopping = True
 
     def __init__(self, config: SocialGNNConfig | None = None, validator: Validator | None = None,
                  **overrides: Any) -> None:
         self.config = SocialGNNConfig.with_overrides(config, overrides)
         self.validator = validator
+        self.contrast = (ContrastiveLoss(self.config.cl_weight, self.config.cl_temperature)
+                         if self.config.cl_weight > 0 else None)
         self.history = FitHistory()
         self.module: SocialGNN | None = None
         self._user_emb: np.ndarray | None = None
@@ -258,20 +268,25 @@ class SocialGNNRecommender(Recommender):
         return normalized_adjacency(data.train, social, social_weight=c.social_weight,
                                     weighted=c.weighted_edges, social_norm=c.social_norm)
 
-    def training_steps(self, data: GraphData) -> tuple[Callable[[], Iterator[tuple]], Callable]:
+    def training_steps(self, data: GraphData
+                       ) -> tuple[Callable[[], Iterator[tuple]], Callable[..., torch.Tensor]]:
         """``(batches, step)``: ``batches()`` yields one epoch of batches for this loss and
         ``step(adj, *batch)`` returns the batch's loss (``bench/train_scale.py`` times them)."""
         c = self.config
         if c.loss == "softmax":
             user_sampler = UserBatchSampler(self._loss_weights(data.train), c.seed)
-            return lambda: user_sampler.epoch(c.users_per_step), self._softmax_step
+            softmax = SoftmaxLoss(c.temperature, c.l2, c.softmax_negatives)
+            return (lambda: user_sampler.epoch(c.users_per_step),
+                    partial(self._softmax_step, softmax))
         if c.loss == "ials":
             confidence = implicit_confidence(data.train, c.confidence_alpha,
                                              c.confidence_weighting)
             ials_sampler = UserBatchSampler(confidence, c.seed)
-            return lambda: ials_sampler.epoch(c.users_per_step), self._ials_step
+            return lambda: ials_sampler.epoch(c.users_per_step), partial(self._ials_step,
+                                                                          IALSLoss(c.l2))
         sampler = BPRSampler(data.train, c.seed)
-        return lambda: sampler.epoch(c.batch_size, c.neg_candidates), self._step
+        return (lambda: sampler.epoch(c.batch_size, c.neg_candidates),
+                partial(self._bpr_step, BPRLoss(c.l2)))
 
     def _loss_weights(self, train: sp.csr_matrix) -> sp.csr_matrix:
         """What each training pair counts for in the softmax loss: ``log1p`` of its event weight
@@ -288,16 +303,16 @@ class SocialGNNRecommender(Recommender):
         softmax over items with no user term. On very sparse data (BeiBei: ~2.6 training records a
         user) the model then starts from popularity and learns what users add to it; on LastFM,
         with ~39 positives a user, it over-weights popular items (configs/lastfm_models.yaml)."""
-        assert self.module is not None and self.module.item_bias is not None
+        bias = self._built().item_bias
+        assert bias is not None
         counts = np.asarray(self._loss_weights(train).sum(axis=0)).ravel()
         log_counts = np.log1p(counts)
         with torch.no_grad():
-            self.module.item_bias.copy_(torch.from_numpy(log_counts - log_counts.mean()).float())
+            bias.copy_(torch.from_numpy(log_counts - log_counts.mean()).float())
 
     def _propagate(self, adj: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """The served embeddings: score = user · item."""
-        m = self.module
-        assert m is not None
+        m = self._built()
         with torch.no_grad():
             u, i = m.split(m.get_embedding(adj))
             if self.config.loss == "softmax":
@@ -325,7 +340,7 @@ class SocialGNNRecommender(Recommender):
         self.history = FitHistory()
         started = time.perf_counter()
         adj = self.adjacency(data)
-        self._unseen_items = np.asarray((data.train != 0).sum(axis=0)).ravel() == 0
+        self._unseen_items = np.asarray(data.train.astype(bool).sum(axis=0)).ravel() == 0
         self.module = SocialGNN(data.n_users, data.n_items, c.embedding_dim, c.num_layers,
                                 item_bias=c.item_bias)
         if self.module.item_bias is not None and c.item_bias_init == "log_popularity":
@@ -375,125 +390,61 @@ class SocialGNNRecommender(Recommender):
         self._user_emb, self._item_emb = self._propagate(adj)
         return self
 
+    def _built(self) -> SocialGNN:
+        if self.module is None:
+            raise RuntimeError(f"{self.name}: the module is built by fit()")
+        return self.module
+
     def _forward(self, adj: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor,
                                                     torch.Tensor, torch.Tensor]:
         """Layer outputs, their mean, and the mean split into users and items; with XSimGCL the
         propagation itself carries the noise (its loss is computed on the noisy pass)."""
-        assert self.module is not None
-        c, m = self.config, self.module
+        c, m = self.config, self._built()
         xsim = c.cl_weight > 0 and c.cl_mode == "xsimgcl"
         layers = m.layers(adj, noise_eps=c.cl_eps if xsim else 0.0)
         emb = torch.stack(layers).mean(dim=0)
         return (layers, emb, *m.split(emb))
 
-    def _step(self, adj: torch.Tensor, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
-              ) -> torch.Tensor:
-        c, m = self.config, self.module
+    def _bpr_step(self, bpr: BPRLoss, adj: torch.Tensor, users: torch.Tensor, pos: torch.Tensor,
+                  neg: torch.Tensor) -> torch.Tensor:
+        m = self._built()
         layers, emb, user_emb, item_emb = self._forward(adj)
-        if neg.dim() == 2:  # DNS: the candidate the model scores highest
-            with torch.no_grad():
-                scores = (user_emb[users].unsqueeze(1) * item_emb[neg]).sum(-1)
-            neg = neg.gather(1, scores.argmax(dim=1, keepdim=True)).squeeze(1)
-        loss = m.bpr_loss(user_emb, item_emb, users, pos, neg, c.l2)
-        if c.cl_weight > 0:
-            loss = loss + self._contrast(adj, emb, layers, users, pos)
-        return loss
+        if neg.dim() == 2:
+            neg = hardest_negatives(user_emb, item_emb, users, neg)
+        loss = bpr(user_emb, item_emb, users, pos, neg, m.embedding.weight, m.num_users)
+        return self._with_contrast(loss, adj, emb, layers, users, pos)
 
-    def _softmax_step(self, adj: torch.Tensor, users: torch.Tensor, rows: torch.Tensor,
-                      items: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Softmax loss over the catalogue for a batch of users and all their training positives.
-
-        Scores are cosines divided by ``temperature``. Each positive competes with every item that
-        is not a training positive of the user (``softmax_negatives=0``) or with a uniform sample
-        of that many items shared by the batch (sampled softmax, Bengio & Senécal 2008, with the
-        uniform proposal's log(I / n) correction). The softmax (multinomial) likelihood for
-        collaborative filtering: Liang et al., *Variational Autoencoders for Collaborative
-        Filtering*, WWW 2018; with cosine and a temperature on LightGCN-style encoders it trains
-        faster and ranks better than BPR (Wu et al., *On the Effectiveness of Sampled Softmax Loss
-        for Item Recommendation*, TOIS 2024); the bpr_loss ablation in results/lastfm.md.
-        """
-        c, m = self.config, self.module
+    def _softmax_step(self, softmax: SoftmaxLoss, adj: torch.Tensor, users: torch.Tensor,
+                      rows: torch.Tensor, items: torch.Tensor, weights: torch.Tensor
+                      ) -> torch.Tensor:
+        m = self._built()
         layers, emb, user_emb, item_emb = self._forward(adj)
-        u = F.normalize(user_emb[users], dim=-1)
-        t, n_items = c.temperature, item_emb.shape[0]
-        # normalise only the rows scored: a sampled step never touches most of the catalogue
-        pos_scores = (u[rows] * F.normalize(item_emb[items], dim=-1)).sum(-1) / t
-        bias = m.item_bias
-        if bias is not None:
-            pos_scores = pos_scores + bias[items]
-        sampled = 0 < c.softmax_negatives < n_items
-        if sampled:
-            # a uniform sample shared by the batch; log(I / n) makes its log-sum-exp an estimate
-            # of the whole catalogue's. A sampled item that is a positive of the user stays in:
-            # at catalogue sizes that need sampling it is rare.
-            pool = torch.randint(0, n_items, (c.softmax_negatives,))
-            logits = u @ F.normalize(item_emb[pool], dim=-1).T / t
-            if bias is not None:
-                logits = logits + bias[pool]
-            neg_lse = torch.logsumexp(logits, dim=1) + np.log(n_items / c.softmax_negatives)
-        else:
-            # every item but the user's training positives (each positive competes with the
-            # negatives only, not with the user's other positives)
-            logits = u @ F.normalize(item_emb, dim=-1).T / t
-            if bias is not None:
-                logits = logits + bias
-            logits = logits.index_put((rows, items), torch.tensor(-torch.inf))
-            neg_lse = torch.logsumexp(logits, dim=1)
-        nll = torch.logaddexp(pos_scores, neg_lse[rows]) - pos_scores
-        loss = (weights * nll).sum() / weights.sum()
-        if c.l2 > 0:
-            e0 = m.embedding.weight
-            touched = torch.unique(items)
-            loss = loss + c.l2 * (e0[users].pow(2).sum() + e0[m.num_users + touched].pow(2).sum()
-                                     ) / len(users)
-        if c.cl_weight > 0:
-            loss = loss + self._contrast(adj, emb, layers, users, items)
-        return loss
+        loss = softmax(user_emb, item_emb, users, rows, items, weights, m.embedding.weight,
+                       m.num_users, m.item_bias)
+        return self._with_contrast(loss, adj, emb, layers, users, items)
 
-    def _ials_step(self, adj: torch.Tensor, users: torch.Tensor, rows: torch.Tensor,
-                   items: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
-        """Implicit ALS's loss on the propagated embeddings, for a batch of users.
-
-        Every (user, item) pair of a batch user counts: target 1 with confidence ``c_ui`` for a
-        training pair, target 0 with weight 1 for every other item (Hu, Koren & Volinsky,
-        *Collaborative Filtering for Implicit Feedback Datasets*, ICDM 2008). The all-items term
-        is ``uᵀ (VᵀV) u`` (the Gramian of Rendle et al., *Revisiting the Performance of iALS on
-        Item Recommendation Benchmarks*, RecSys 2022), so a step costs (batch + items) × d², not
-        batch × items. ``l2`` is ALS's λ on the layer-0 embeddings: each step charges the batch's
-        users and the batch's share of every item, so an epoch charges λ‖E⁰‖² once, as ALS does.
-        """
-        c, m = self.config, self.module
+    def _ials_step(self, ials: IALSLoss, adj: torch.Tensor, users: torch.Tensor,
+                   rows: torch.Tensor, items: torch.Tensor, confidence: torch.Tensor
+                   ) -> torch.Tensor:
+        m = self._built()
         layers, emb, user_emb, item_emb = self._forward(adj)
-        u = user_emb[users]
-        scores = (u[rows] * item_emb[items]).sum(-1)
-        # a training pair's c(1 - s)² replaces the s² that the all-pairs term counts for it
-        loss = (confidence * (1 - scores).pow(2) - scores.pow(2)).sum()
-        loss = loss + ((u @ (item_emb.T @ item_emb)) * u).sum()
-        if c.l2 > 0:
-            e0 = m.embedding.weight
-            share = len(users) / m.num_users
-            loss = loss + c.l2 * (e0[users].pow(2).sum()
-                                     + share * e0[m.num_users:].pow(2).sum())
-        loss = loss / len(users)
-        if c.cl_weight > 0:
-            loss = loss + self._contrast(adj, emb, layers, users, items)
-        return loss
+        loss = ials(user_emb, item_emb, users, rows, items, confidence, m.embedding.weight,
+                    m.num_users)
+        return self._with_contrast(loss, adj, emb, layers, users, items)
 
-    def _contrast(self, adj: torch.Tensor, emb: torch.Tensor, layers: list[torch.Tensor],
-                  users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """The weighted SimGCL / XSimGCL InfoNCE term over the batch's distinct users and items."""
-        c, m = self.config, self.module
-        assert m is not None
+    def _with_contrast(self, loss: torch.Tensor, adj: torch.Tensor, emb: torch.Tensor,
+                       layers: list[torch.Tensor], users: torch.Tensor, items: torch.Tensor
+                       ) -> torch.Tensor:
+        """``loss`` plus the contrastive term over the batch's users and items, if there is one."""
+        if self.contrast is None:
+            return loss
+        c, m = self.config, self._built()
         if c.cl_mode == "xsimgcl":
             view1, view2 = emb, layers[c.cl_layer]
         else:
             view1 = m.get_embedding(adj, noise_eps=c.cl_eps)
             view2 = m.get_embedding(adj, noise_eps=c.cl_eps)
-        v1u, v1i = m.split(view1)
-        v2u, v2i = m.split(view2)
-        uu, ii = torch.unique(users), torch.unique(items)
-        t = c.cl_temperature
-        return c.cl_weight * (m.infonce(v1u[uu], v2u[uu], t) + m.infonce(v1i[ii], v2i[ii], t))
+        return loss + self.contrast(m.split(view1), m.split(view2), users, items)
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         if self._user_emb is None or self._item_emb is None:

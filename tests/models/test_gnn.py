@@ -6,6 +6,7 @@ import scipy.sparse as sp
 import torch
 
 from socialrec.models.gnn import SocialGNN, normalized_adjacency
+from socialrec.models.losses import BPRLoss, info_nce
 
 
 def random_graph(n_users: int, n_items: int, density: float, seed: int):
@@ -53,6 +54,45 @@ def test_propagation_matches_dense_lightgcn():
     torch.testing.assert_close(model.get_embedding(adj), expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_propagation_matches_pyg_lightgcn(layers):
+    """Our propagation is PyG's LightGCN (torch_geometric.nn.models.LightGCN, 2.8) on the bipartite
+    graph.
+
+    Compared: with its friend edges dropped (``social_weight=0``) and every interaction counting 1
+    (``weighted=False``), ``normalized_adjacency`` is ``D^-1/2 A D^-1/2`` of the symmetric
+    user–item graph; LGConv applies ``gcn_norm(..., add_self_loops=False)`` to an ``edge_index``
+    that holds every training pair in both directions (user ``u`` is node ``u``, item ``i`` node
+    ``U + i``). First the two normalised matrices, then, from the same layer-0 embeddings and with
+    the same number of layers, ``SocialGNN.get_embedding`` (mean of layers ``0..L``) against
+    ``LightGCN.get_embedding`` with its default ``alpha = 1 / (L + 1)`` (PyG's plain edge_index
+    path, no torch-sparse). Equal to float32 rounding: atol 1e-6 on embeddings of scale 0.1 (the
+    two sum the same products in another order).
+    """
+    from torch_geometric.nn.conv.gcn_conv import gcn_norm
+    from torch_geometric.nn.models import LightGCN
+
+    n_users, n_items = 20, 15
+    train, social = random_graph(n_users, n_items, 0.15, seed=7)
+    ours = normalized_adjacency(train, social, social_weight=0.0, weighted=False)
+    coo = train.tocoo()
+    users, items = torch.from_numpy(coo.row).long(), torch.from_numpy(coo.col).long() + n_users
+    edge_index = torch.stack([torch.cat([users, items]), torch.cat([items, users])])
+    n = n_users + n_items
+
+    norm_index, norm_weight = gcn_norm(edge_index, None, n, add_self_loops=False)
+    theirs_adj = torch.zeros(n, n).index_put_((norm_index[1], norm_index[0]), norm_weight,
+                                              accumulate=True)  # row i gathers from j -> i
+    torch.testing.assert_close(ours.to_dense(), theirs_adj, atol=1e-7, rtol=1e-6)
+
+    model = SocialGNN(n_users, n_items, embedding_dim=8, num_layers=layers)
+    reference = LightGCN(n, embedding_dim=8, num_layers=layers)
+    with torch.no_grad():
+        reference.embedding.weight.copy_(model.embedding.weight)
+    torch.testing.assert_close(model.get_embedding(ours), reference.get_embedding(edge_index),
+                               atol=1e-6, rtol=1e-5)
+
+
 def test_forward_scores_and_gradients():
     train, social = random_graph(15, 10, 0.3, seed=4)
     adj = normalized_adjacency(train, social)
@@ -61,7 +101,8 @@ def test_forward_scores_and_gradients():
     scores = model(adj, users, items)
     assert scores.shape == (3,)
     u, i = model.split(model.get_embedding(adj))
-    loss = model.bpr_loss(u, i, users, items, torch.tensor([6, 7, 8]), l2=1e-4)
+    loss = BPRLoss(l2=1e-4)(u, i, users, items, torch.tensor([6, 7, 8]), model.embedding.weight,
+                            model.num_users)
     loss.backward()
     assert model.embedding.weight.grad is not None
     assert torch.isfinite(loss)
@@ -82,6 +123,6 @@ def test_noise_changes_embeddings_and_infonce_prefers_aligned_views():
     clean = model.get_embedding(adj)
     noisy = model.get_embedding(adj, noise_eps=0.1)
     assert not torch.allclose(clean, noisy)
-    aligned = SocialGNN.infonce(clean, clean, 0.2)
-    shuffled = SocialGNN.infonce(clean, clean[torch.randperm(len(clean))], 0.2)
+    aligned = info_nce(clean, clean, 0.2)
+    shuffled = info_nce(clean, clean[torch.randperm(len(clean))], 0.2)
     assert aligned < shuffled
