@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from socialrec.features.datasets._common import (
+from socialrec.features.datasets.files import (
     dataset_dir,
     on_error,
     read_delimited,
@@ -45,7 +45,7 @@ def _seconds(
                           utc=True)
     bad = when.isna().to_numpy()
     if bad.any():
-        row = int(raw.index[np.argmax(bad)])
+        row = int(raw.index[int(np.argmax(bad))])
         error = DataError(file, lines.of(row), "timestamp", "a date-time YYYY-MM-DD HH:MM:SS",
                           got=raw["timestamp"].iloc[int(np.argmax(bad))])
         if errors == "refuse":

@@ -39,16 +39,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from socialrec.features.datasets._common import (
+from socialrec.features.datasets.files import dataset_dir, on_error, option
+from socialrec.features.datasets.group_buy import (
     GroupBuys,
     co_group_ties,
     concat,
-    dataset_dir,
     group_buy_interactions,
     group_buy_shares,
     hold_out,
-    on_error,
-    option,
     read_group_buys,
 )
 from socialrec.features.loader import register_loader

@@ -24,14 +24,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from socialrec.features.datasets._common import (
+from socialrec.features.datasets.files import dataset_dir, on_error, read_delimited
+from socialrec.features.datasets.group_buy import (
     GroupBuys,
-    dataset_dir,
     group_buy_interactions,
     group_buy_shares,
     hold_out,
-    on_error,
-    read_delimited,
     read_group_buys,
 )
 from socialrec.features.loader import register_loader
@@ -41,7 +39,8 @@ NAME = "brightkite_gb_j2prec"
 
 
 def _record_set(gb: GroupBuys) -> set[tuple[str, ...]]:
-    participants = gb.members.groupby("record")["participant"].agg(lambda p: tuple(sorted(p)))
+    participants = {record: tuple(sorted(names)) for record, names in
+                    gb.members.groupby("record")["participant"]}
     rec = gb.records
     return {(i, t, *participants.get(k, ())) for k, (i, t) in
             enumerate(zip(rec["initiator"], rec["item"], strict=True))}

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from socialrec.features.datasets._common import (
+from socialrec.features.datasets.files import (
     dataset_dir,
     on_error,
     option,
@@ -51,7 +51,7 @@ def _items(raw: pd.DataFrame, lines: Lines, report: ValidationReport, errors: st
     category = raw["category"].str.strip()
     missing = (category == "").to_numpy()
     if missing.any():
-        row = int(raw.index[np.argmax(missing)])
+        row = int(raw.index[int(np.argmax(missing))])
         error = DataError(file, lines.of(row), "category", "a category id", got="")
         if errors == "refuse":
             raise error

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from socialrec.features.datasets._common import dataset_dir, on_error, option, read_delimited
+from socialrec.features.datasets.files import dataset_dir, on_error, option, read_delimited
 from socialrec.features.loader import register_loader
 from socialrec.features.tables import Dataset, ValidationReport
 
