@@ -8,13 +8,17 @@ import dataclasses
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import yaml
 from conftest import RecommenderContract
 
 from socialrec.features.idmap import IdMap
+from socialrec.features.paths import project_dir
 from socialrec.models.base import Recommender
+from socialrec.models.registry import make_model, model_config
 from socialrec.models.socialgnn import (
     BPRSampler,
     LightGCNRecommender,
+    SocialGNNConfig,
     SocialGNNRecommender,
     UserBatchSampler,
 )
@@ -87,10 +91,39 @@ def test_bpr_negatives_rarely_hit_training_positives():
 @pytest.mark.parametrize("bad", [dict(loss="hinge"), dict(cl_mode="sgl"), dict(neg_candidates=0),
                                  dict(softmax_negatives=-1), dict(confidence_weighting="tfidf"),
                                  dict(item_bias=True, loss="bpr"),
-                                 dict(item_bias_init="uniform")])
+                                 dict(item_bias_init="uniform"), dict(cl_layer=3)])
 def test_bad_parameters_are_refused_with_their_name(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         SocialGNNRecommender(**bad)
+
+
+def test_an_unknown_parameter_is_refused_naming_the_nearest_one():
+    with pytest.raises(ValueError, match=r"unknown parameter 'embeding_dim' \(did you mean "
+                                         r"'embedding_dim'\?\)"):
+        SocialGNNRecommender(embeding_dim=8)
+    with pytest.raises(ValueError, match=r"bad parameters for model 'lightgcn': unknown "
+                                         r"parameter 'layers' \(did you mean 'num_layers'\?\)"):
+        make_model("lightgcn", {"lightgcn": {"layers": 2}})
+
+
+def test_config_defaults_are_those_of_defaults_yaml():
+    """The typed defaults and configs/defaults.yaml say the same (a model built without a config
+    section trains as `socialrec train` would)."""
+    section = yaml.safe_load((project_dir() / "configs" / "defaults.yaml").read_text())["model"]
+    for name in ("socialgnn", "als", "bpr", "popularity"):
+        defaults = model_config(name)()
+        for key, value in (section[name] or {}).items():
+            assert getattr(defaults, key) == value, f"model.{name}.{key}"
+
+
+def test_make_model_gives_lightgcn_socialgnn_settings_and_the_validator():
+    def validator(user_emb: np.ndarray, item_emb: np.ndarray) -> float:
+        return 0.0
+
+    section = {"socialgnn": {"lr": 0.03, "social_weight": 0.5}, "lightgcn": {"num_layers": 3}}
+    model = make_model("lightgcn", section, validator=validator)
+    assert isinstance(model, LightGCNRecommender) and model.validator is validator
+    assert model.config == SocialGNNConfig(lr=0.03, num_layers=3, social_weight=0.0)
 
 
 @pytest.mark.parametrize("loss", ["softmax", "bpr", "ials"])
