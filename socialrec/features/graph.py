@@ -11,23 +11,40 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, NonNegativeFloat
 
 from socialrec.features.idmap import IdMap
 from socialrec.features.sparse import binary
 from socialrec.features.splits import Split
 from socialrec.features.tables import Dataset
 
+
+class EventWeights(BaseModel):
+    """Edge weight of each event kind (features/tables.py ``EVENT_TYPES``) in the user-item graph;
+    a key that is not an event kind is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    view: NonNegativeFloat = 0.5
+    click: NonNegativeFloat = 1.0
+    cart: NonNegativeFloat = 2.0
+    purchase: NonNegativeFloat = 4.0
+    rate: NonNegativeFloat = 1.0
+    share: NonNegativeFloat = 3.0
+    join: NonNegativeFloat = 4.0
+    push_open: NonNegativeFloat = 1.0
+
+
+class GraphConfig(BaseModel):
+    """The ``graph:`` config section (configs/defaults.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_weights: EventWeights = EventWeights()
+
+
 #: Default edge weight per event kind (configs/defaults.yaml `graph.event_weights` overrides).
-DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
-    "view": 0.5,
-    "click": 1.0,
-    "cart": 2.0,
-    "purchase": 4.0,
-    "rate": 1.0,
-    "share": 3.0,
-    "join": 4.0,
-    "push_open": 1.0,
-}
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = EventWeights().model_dump()
 
 
 @dataclass
@@ -146,9 +163,9 @@ def build_graph(
     item_category = np.full(len(items), -1, dtype=np.int64)
     if dataset.items is not None and "category" in dataset.items:
         known = dataset.items.dropna(subset=["category"])
-        codes, categories = pd.factorize(known["category"].astype(str))
+        codes, names = pd.factorize(known["category"].astype(str))
         item_category[items.to_index_series(known["item_id"])] = codes
-        categories = list(categories)
+        categories = [str(name) for name in names]
     opt_in = np.ones(len(users), dtype=bool)
     if dataset.users is not None and "push_opt_in" in dataset.users:
         idx = users.to_index_series(dataset.users["user_id"])

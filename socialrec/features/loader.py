@@ -22,6 +22,7 @@ formats here have none.
 from __future__ import annotations
 
 import csv
+import functools
 import importlib
 import os
 import pkgutil
@@ -32,11 +33,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator
 
 from socialrec.features.paths import project_dir
+from socialrec.features.synthetic import SyntheticConfig, generate
 from socialrec.features.tables import SCHEMAS, Dataset, ValidationReport, empty
-from socialrec.features.validation import DataError, Lines, check_columns, validate_table
+from socialrec.features.validation import (
+    DataError,
+    Lines,
+    check_columns,
+    did_you_mean,
+    validate_table,
+)
 
 DATA_ROOT_ENV = "SOCIALREC_DATA_ROOT"
 
@@ -52,12 +60,30 @@ _COMPRESSION_SUFFIXES = {".gz", ".bz2", ".xz", ".zst", ".zip"}
 
 
 Loader = Callable[[dict, Path], Dataset]
+OnError = Literal["refuse", "skip"]
 
 
-def register_loader(name: str) -> Callable[[Loader], Loader]:
-    """Register a real-dataset loader under ``dataset.source: <name>``.
+class SourceOptions(BaseModel):
+    """Base of the options a real-dataset loader reads from the ``dataset:`` section besides the
+    common keys (:class:`DatasetConfig`); each loader declares its own with :func:`register_loader`,
+    so a key the chosen source does not read is refused when the config is loaded."""
 
-    >>> @register_loader("my_dataset")  # doctest: +SKIP
+    model_config = ConfigDict(extra="forbid")
+
+
+#: Options model of each registered source (filled by :func:`register_loader`).
+SOURCE_OPTIONS: dict[str, type[SourceOptions]] = {}
+
+
+def register_loader(
+    name: str, options: type[SourceOptions] = SourceOptions,
+) -> Callable[[Loader], Loader]:
+    """Register a real-dataset loader under ``dataset.source: <name>``; ``options`` are the
+    ``dataset:`` keys it reads beyond the common ones (default: none).
+
+    >>> class MyOptions(SourceOptions):  # doctest: +SKIP
+    ...     on_error: OnError = "refuse"
+    >>> @register_loader("my_dataset", options=MyOptions)  # doctest: +SKIP
     ... def load(cfg: dict, root: Path) -> Dataset: ...
     """
 
@@ -65,6 +91,7 @@ def register_loader(name: str) -> Callable[[Loader], Loader]:
         if name in DATASET_LOADERS and DATASET_LOADERS[name] is not fn:
             raise ValueError(f"a dataset loader named {name!r} is already registered")
         DATASET_LOADERS[name] = fn
+        SOURCE_OPTIONS[name] = options
         return fn
 
     return decorate
@@ -87,8 +114,6 @@ def load_dataset(cfg: dict, root: Path | None = None, config_dir: Path | None = 
     source = cfg.get("source", "synthetic")
     root = Path(root) if root is not None else data_root(cfg)
     if source == "synthetic":
-        from socialrec.features.synthetic import generate
-
         params = dict(cfg.get("synthetic") or {})
         try:
             dataset = generate(**params)
@@ -125,7 +150,65 @@ class TableSpec(BaseModel):
     encoding: str = "utf-8"
     columns: dict[str, str | int] = {}
     constants: dict[str, Any] = {}
-    on_error: Literal["refuse", "skip"] = "refuse"
+    on_error: OnError = "refuse"
+
+
+class FilesConfig(BaseModel):
+    """``dataset.files``: one :class:`TableSpec` per canonical table (:data:`TABLES`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interactions: TableSpec | None = None  # required when source = files (load_files says so)
+    social: TableSpec | None = None
+    shares: TableSpec | None = None
+    items: TableSpec | None = None
+    users: TableSpec | None = None
+
+
+class DatasetConfig(BaseModel):
+    """The keys of the ``dataset:`` section every source shares (configs/defaults.yaml); a real
+    source adds its own options (:func:`dataset_model`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    source: str = "synthetic"
+    root: str = "../shared/datasets"
+    synthetic: SyntheticConfig = SyntheticConfig()
+    files: FilesConfig = FilesConfig()
+    social_symmetric: bool = True  # source = files: ties are mutual; false: directed
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, source: str) -> str:
+        if source in ("synthetic", "files"):
+            return source
+        try:
+            get_loader(source)
+        except ValueError:
+            known = ["synthetic", "files", *sorted(DATASET_LOADERS)]
+            raise ValueError(f"unknown source {source!r}{did_you_mean(source, known)}; known: "
+                             f"{', '.join(known)}") from None
+        return source
+
+
+@functools.cache
+def dataset_model(source: str) -> type[DatasetConfig]:
+    """What the ``dataset:`` section may hold for ``source``: the common keys and the options its
+    loader reads (:func:`register_loader`). An unknown source gets the common keys only (their
+    validation then refuses the source)."""
+    if source in ("synthetic", "files"):
+        return DatasetConfig
+    try:
+        get_loader(source)
+    except ValueError:
+        return DatasetConfig
+    options = SOURCE_OPTIONS.get(source, SourceOptions)
+    if options is SourceOptions:
+        return DatasetConfig
+    # pydantic's stub wants every base to be a DatasetConfig; the options are a mix-in
+    bases: Any = (DatasetConfig, options)
+    return create_model(f"DatasetConfig_{source}", __base__=bases)
 
 
 def load_files(cfg: dict, root: Path, config_dir: Path) -> Dataset:

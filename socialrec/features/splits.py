@@ -26,14 +26,38 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from socialrec.features.tables import Dataset, empty
 
-METHODS = ("random_ratio", "temporal", "leave_last_out", "given")
+Method = Literal["random_ratio", "temporal", "leave_last_out", "given"]
+METHODS: tuple[str, ...] = get_args(Method)
 TRAIN, VALID, TEST = 0, 1, 2
+
+
+class SplitConfig(BaseModel):
+    """The ``split:`` config section (configs/defaults.yaml). The defaults are those
+    :func:`make_split` uses for a key its caller leaves out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Method = "random_ratio"
+    ratios: list[float] = [0.8, 0.1, 0.1]
+    seed: int = 2026
+    min_user_interactions: int = Field(3, ge=0)
+    cut_ts: int | str | None = None  # temporal: Unix seconds or an ISO date (UTC)
+    valid_cut_ts: int | str | None = None
+
+    @field_validator("ratios")
+    @classmethod
+    def _train_valid_test(cls, ratios: list[float]) -> list[float]:
+        if len(ratios) not in (2, 3) or min(ratios) < 0 or not np.isclose(sum(ratios), 1.0):
+            raise ValueError("expected [train, valid, test] (or [train, test]) shares summing to 1")
+        return ratios
 
 
 @dataclass
@@ -177,8 +201,9 @@ def given_split(dataset: Dataset, ratios: Sequence[float] = (0.8, 0.1, 0.1),
     # The loader may restrict the social edges training sees (Epinions: trust links up to the
     # training cut, dataset.given_social_max_ts; BeiBei: ties from training records only).
     social = given.get("social", dataset.social)
-    return Split(train, valid, test, social.reset_index(drop=True), *shares,
-                 protocol=f"given split shipped with {dataset.name} ({how_shares})")
+    train_shares, valid_shares, test_shares = shares
+    return Split(train, valid, test, social.reset_index(drop=True), train_shares, valid_shares,
+                 test_shares, protocol=f"given split shipped with {dataset.name} ({how_shares})")
 
 
 def _ratios(ratios: Sequence[float]) -> np.ndarray:

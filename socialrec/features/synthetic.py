@@ -39,12 +39,36 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
 
 from socialrec.features.tables import EVENT_TYPES, Dataset, ValidationReport
 
 START_TS = 1_717_200_000  # 2024-06-01 00:00:00 UTC
 DAY = 86_400
 _EVENT = {name: np.int8(k) for k, name in enumerate(EVENT_TYPES)}
+
+
+class SyntheticConfig(BaseModel):
+    """The ``dataset.synthetic`` section: the keyword arguments of :func:`generate`, with its
+    defaults (tests/training/test_config.py checks that the two agree)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_users: int = Field(20000, ge=2)
+    n_items: int = Field(5000, ge=1)
+    n_communities: int = Field(40, ge=1)
+    seed: int = 7
+    days: int = Field(90, ge=1)
+    start_ts: int = START_TS
+    mean_friends: float = Field(10.0, ge=0)
+    homophily: float = Field(0.85, ge=0, le=1)
+    choices_per_user: float = Field(16.0, gt=0)
+    p_social: float = Field(0.3, ge=0, le=1)
+    p_global: float = Field(0.15, ge=0, le=1)
+    share_prob: float = Field(0.3, ge=0, le=1)
+    share_fanout: float = Field(2.0, ge=0)
+    cascade_depth: int = Field(2, ge=0)
+    push_opt_in_rate: float = Field(0.9, ge=0, le=1)
 
 
 def generate(

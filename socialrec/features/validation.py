@@ -17,7 +17,8 @@ without timestamps that means "repeated" should say so with a ``value`` (a count
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import difflib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -253,3 +254,10 @@ def _error_at(
     got = "" if value is None or (not isinstance(value, str) and pd.isna(value)) else value
     line = lines.of(int(positions[row]))
     return DataError(file, line, col, _kind(col)[1], got=got, line_kind=lines.kind)
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'ratios'?)`` when ``name`` is close to one of ``known`` (a typo), else
+    ``""``: the hint a refused config key or value carries."""
+    close = difflib.get_close_matches(name, [str(k) for k in known], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -26,11 +26,22 @@ from typing import Any
 
 import faiss
 import numpy as np
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt
 
 from socialrec.models.bundle import ModelBundle
 
 #: Cut-off of the recall recorded for approximate indexes.
 RECALL_AT = 100
+
+
+class IndexConfig(BaseModel):
+    """The ``index:`` config section: the arguments of :func:`build_indexes`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exact_threshold: NonNegativeInt = 200_000  # up to this many vectors: exact search
+    hnsw_m: PositiveInt = 32  # HNSW graph degree
+    hnsw_ef_search: PositiveInt = 128  # HNSW search breadth
 
 
 def build_index(vectors: np.ndarray, exact_threshold: int = 200_000, hnsw_m: int = 32,

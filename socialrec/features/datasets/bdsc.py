@@ -28,7 +28,7 @@ from socialrec.features.datasets.files import (
     read_raw,
     to_table,
 )
-from socialrec.features.loader import register_loader
+from socialrec.features.loader import OnError, SourceOptions, register_loader
 from socialrec.features.tables import Dataset, ValidationReport, conform
 from socialrec.features.validation import DataError, Lines
 
@@ -57,7 +57,13 @@ def _seconds(
     return raw, (when - epoch) // pd.Timedelta(seconds=1)
 
 
-@register_loader(NAME)
+class BDSCOptions(SourceOptions):
+    """The ``dataset:`` keys this loader reads."""
+
+    on_error: OnError = "refuse"
+
+
+@register_loader(NAME, options=BDSCOptions)
 def load(cfg: dict, root: Path) -> Dataset:
     base = dataset_dir(root, NAME)
     errors = on_error(cfg)

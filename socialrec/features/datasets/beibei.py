@@ -36,8 +36,10 @@ test share rows (the share-partner targets) and in no training table.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
+from pydantic import Field
 
 from socialrec.features.datasets.files import dataset_dir, on_error, option
 from socialrec.features.datasets.group_buy import (
@@ -49,7 +51,7 @@ from socialrec.features.datasets.group_buy import (
     hold_out,
     read_group_buys,
 )
-from socialrec.features.loader import register_loader
+from socialrec.features.loader import OnError, SourceOptions, register_loader
 from socialrec.features.tables import Dataset, ValidationReport, empty
 
 NAME = "beibei_gbgcn"
@@ -70,7 +72,16 @@ def _targets(gb: GroupBuys) -> pd.DataFrame:
     return group_buy_interactions(gb, succeeded=True, initiators_only=True)
 
 
-@register_loader(NAME)
+class BeiBeiOptions(SourceOptions):
+    """The ``dataset:`` keys this loader reads (module docstring)."""
+
+    ties_from: Literal["tune", "none"] = "tune"
+    valid_fraction: float = Field(0.1, ge=0, le=1)  # ties_from: tune
+    valid_seed: int = 2026
+    on_error: OnError = "refuse"
+
+
+@register_loader(NAME, options=BeiBeiOptions)
 def load(cfg: dict, root: Path) -> Dataset:
     base = dataset_dir(root, NAME)
     errors = on_error(cfg)

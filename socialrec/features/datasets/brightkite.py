@@ -23,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from pydantic import Field
 
 from socialrec.features.datasets.files import dataset_dir, on_error, read_delimited
 from socialrec.features.datasets.group_buy import (
@@ -32,7 +33,7 @@ from socialrec.features.datasets.group_buy import (
     hold_out,
     read_group_buys,
 )
-from socialrec.features.loader import register_loader
+from socialrec.features.loader import OnError, SourceOptions, register_loader
 from socialrec.features.tables import Dataset, ValidationReport
 
 NAME = "brightkite_gb_j2prec"
@@ -46,7 +47,15 @@ def _record_set(gb: GroupBuys) -> set[tuple[str, ...]]:
             enumerate(zip(rec["initiator"], rec["item"], strict=True))}
 
 
-@register_loader(NAME)
+class BrightkiteOptions(SourceOptions):
+    """The ``dataset:`` keys this loader reads (module docstring)."""
+
+    valid_fraction: float = Field(1.0, ge=0, le=1)
+    valid_seed: int = 2026
+    on_error: OnError = "refuse"
+
+
+@register_loader(NAME, options=BrightkiteOptions)
 def load(cfg: dict, root: Path) -> Dataset:
     base = dataset_dir(root, NAME)
     errors = on_error(cfg)

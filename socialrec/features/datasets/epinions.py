@@ -19,9 +19,11 @@ Options (``dataset:`` section):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, Self
 
 import numpy as np
 import pandas as pd
+from pydantic import model_validator
 
 from socialrec.features.datasets.files import (
     dataset_dir,
@@ -31,7 +33,7 @@ from socialrec.features.datasets.files import (
     read_raw,
     to_table,
 )
-from socialrec.features.loader import register_loader
+from socialrec.features.loader import OnError, SourceOptions, register_loader
 from socialrec.features.tables import Dataset, ValidationReport, conform
 from socialrec.features.validation import DataError, Lines
 
@@ -70,7 +72,23 @@ def _items(raw: pd.DataFrame, lines: Lines, report: ValidationReport, errors: st
     return conform(items.assign(price=np.nan), "items")
 
 
-@register_loader(NAME)
+class EpinionsOptions(SourceOptions):
+    """The ``dataset:`` keys this loader reads (module docstring)."""
+
+    release: Literal["timestamp", "graphrec"] = "timestamp"
+    split: Literal["split_temporal", "none"] = "split_temporal"
+    given_social_max_ts: int = 8
+    on_error: OnError = "refuse"
+
+    @model_validator(mode="after")
+    def _split_needs_periods(self) -> Self:
+        if self.split != "none" and self.release != "timestamp":
+            raise ValueError("split: split_temporal is cut on the periods of the timestamp "
+                             "release; with release: graphrec set split: none")
+        return self
+
+
+@register_loader(NAME, options=EpinionsOptions)
 def load(cfg: dict, root: Path) -> Dataset:
     base = dataset_dir(root, NAME)
     errors = on_error(cfg)

@@ -12,11 +12,12 @@ project's seeded per-user 80/10/10 split in ``split_811/``; ``split: none`` leav
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
 from socialrec.features.datasets.files import dataset_dir, on_error, option, read_delimited
-from socialrec.features.loader import register_loader
+from socialrec.features.loader import OnError, SourceOptions, register_loader
 from socialrec.features.tables import Dataset, ValidationReport
 
 NAME = "lastfm_hetrec2011"
@@ -32,7 +33,14 @@ def _listening(
                     constants={"event": "click"})
 
 
-@register_loader(NAME)
+class LastFMOptions(SourceOptions):
+    """The ``dataset:`` keys this loader reads (module docstring)."""
+
+    split: Literal["split_811", "none"] = "split_811"
+    on_error: OnError = "refuse"
+
+
+@register_loader(NAME, options=LastFMOptions)
 def load(cfg: dict, root: Path) -> Dataset:
     base = dataset_dir(root, NAME)
     errors = on_error(cfg)
