@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from socialrec.features.paths import project_dir
-from socialrec.training.config import _read_layer, deep_merge
+from socialrec.features.validation import did_you_mean
+from socialrec.models.registry import registered_models
+from socialrec.training.config import ConfigError, layer_over
 from socialrec.training.memory import PeakMemory
 from socialrec.training.pipeline import Prepared, describe, prepare, run_training
 
@@ -46,11 +48,16 @@ def seeded(config: dict[str, Any], model: str, seed: int) -> dict[str, Any]:
 
 def layered(config: dict[str, Any], spec: str) -> tuple[str, str, dict[str, Any]]:
     """``"als"`` -> (``"als"``, ``"als"``, config); ``"als@configs/x.yaml"`` -> (``"als"``,
-    ``"als@x"``, config with x.yaml and what it ``extends:`` layered on top): an ablation row."""
+    ``"als@x"``, config with x.yaml and what it ``extends:`` layered on top): an ablation row.
+    The layered config is validated like any other (a typo in x.yaml is refused naming it)."""
     model, _, layer = spec.partition("@")
+    known = registered_models()
+    if model not in known:
+        raise ConfigError(f"--models {spec}: unknown model {model!r}{did_you_mean(model, known)}; "
+                          f"models: {', '.join(known)}")
     if not layer:
         return model, model, config
-    return model, f"{model}@{Path(layer).stem}", deep_merge(config, _read_layer(Path(layer)))
+    return model, f"{model}@{Path(layer).stem}", layer_over(config, Path(layer))
 
 
 def run_benchmark(
@@ -60,11 +67,11 @@ def run_benchmark(
     show_progress: bool = True,
     prepared: Prepared | None = None,
 ) -> tuple[list[ModelRuns], Prepared, str]:
+    rows = [layered(config, spec) for spec in models]  # every row checked before anything runs
     prepared = prepared or prepare(config)
     bench_id = uuid.uuid4().hex[:8]
     results = []
-    for spec in models:
-        model, label, model_config = layered(config, spec)
+    for model, label, model_config in rows:
         runs = ModelRuns(label)
         for seed in seeds if model != "popularity" else seeds[:1]:
             cfg = seeded(model_config, model, seed)

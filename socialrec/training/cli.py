@@ -175,7 +175,11 @@ def benchmark(
     cfg = load_or_exit(config, set_)
     seed_list = [int(cfg["split"]["seed"]) + i for i in range(seeds)]
     names = [m.strip() for m in models.split(",") if m.strip()]
-    results, prepared, bench_id = run_benchmark(cfg, names, seed_list)
+    try:
+        results, prepared, bench_id = run_benchmark(cfg, names, seed_list)
+    except ConfigError as err:  # a model name or an ablation file (model@file.yaml) refused
+        console.print(f"[red]config error:[/red] {err}")
+        raise typer.Exit(2) from None
     command = (
         "socialrec benchmark " + " ".join(sys.argv[2:])
         if len(sys.argv) > 2

@@ -27,12 +27,20 @@ import mlflow
 import optuna
 import typer
 import yaml
+from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 
 from socialrec.features.paths import project_dir
-from socialrec.models.registry import make_model, model_class, model_params
+from socialrec.features.validation import did_you_mean
+from socialrec.models.registry import (
+    make_model,
+    model_class,
+    model_config,
+    model_params,
+    registered_models,
+)
 from socialrec.training import tracking
-from socialrec.training.config import ConfigError, load_config, read_yaml
+from socialrec.training.config import ConfigError, Layer, check, load_config, read_yaml
 from socialrec.training.pipeline import Prepared, prepare, validation_metrics, validator_for
 
 log = logging.getLogger(__name__)
@@ -101,6 +109,46 @@ def read_space(path: Path) -> Space:
     return space
 
 
+def check_space(space: Space, model: str, where: str) -> None:
+    """Refuse a searched parameter that ``model``'s config does not have (naming the nearest one),
+    or whose bounds / choices are not values of that parameter (``where``: the space file)."""
+    fields = model_config(model).model_fields
+    problems = []
+    for name, (kind, *args) in space.items():
+        if name not in fields:
+            hint = did_you_mean(name, fields) or f"; parameters: {', '.join(fields)}"
+            problems.append(f"{where}: {name!r} is not a parameter of model {model!r}{hint}")
+            continue
+        info = fields[name]
+        typed: Any = info.annotation
+        if info.metadata:  # constraints such as ge=0
+            typed = Annotated[typed, *info.metadata]
+        adapter: TypeAdapter[Any] = TypeAdapter(typed)
+        for value in _space_values(name, kind, args, where):
+            try:
+                adapter.validate_python(value, strict=True)
+            except ValidationError as e:
+                expected = e.errors()[0]["msg"].removeprefix("Input should be ")
+                problems.append(f"{where}: {name}: {kind} gives {value!r}, but model.{model}."
+                                f"{name} expects {expected}")
+                break
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def _space_values(name: str, kind: str, args: list[Any], where: str) -> list[Any]:
+    """The values a space entry can give at its bounds, or all its choices."""
+    if kind == "categorical" and len(args) == 1 and isinstance(args[0], list) and args[0]:
+        return list(args[0])
+    if kind == "int" and len(args) == 2:
+        return list(args)
+    numbers = all(isinstance(a, int | float) for a in args)
+    if kind in ("log", "float") and len(args) == 2 and numbers:
+        return [float(a) for a in args]  # what Optuna draws between them
+    shape = "[categorical, [choice, ...]]" if kind == "categorical" else f"[{kind}, low, high]"
+    raise ConfigError(f"{where}: {name}: expected {shape}, got {[kind, *args]}")
+
+
 def trial_config(config: dict[str, Any], model: str, params: dict[str, Any]) -> dict[str, Any]:
     cfg = copy.deepcopy(config)
     cfg["model"]["name"] = model
@@ -130,6 +178,9 @@ def run_trial(trial: optuna.Trial, prepared: Prepared, config: dict[str, Any], m
               ) -> float:
     params = suggest(trial, space)
     cfg = trial_config(config, model, params)
+    trial_origin = f"tune trial {trial.number}"
+    check(Layer(cfg, {("model", model, name): trial_origin for name in params}),
+          default_origin="the tuned config")
     ks = sorted({*cfg["evaluation"]["ks"], int(metric.split("@")[1])})
     mlflow.start_run(experiment_id=experiment_id, run_name=f"{model}-trial{trial.number}",
                      nested=True, tags={**parent_tags, "trial": str(trial.number), "model": model})
@@ -175,14 +226,22 @@ def best_yaml(config_file: Path, out: Path, model: str, params: dict[str, Any], 
 
 
 def tune(config_file: Path, trials: int, model: str | None = None, out: Path | None = None,
-         overrides: list[str] | None = None, space: Space | None = None,
+         overrides: list[str] | None = None, space: Space | Path | None = None,
          timeout_s: float | None = None, seed: int | None = None, command: str = "") -> Path:
-    """Search ``model``'s hyper-parameters on validation; write and return the best YAML's path."""
+    """Search ``model``'s hyper-parameters on validation; write and return the best YAML's path.
+    ``space``: a search space, or the YAML file of one (default: :data:`SPACES`)."""
     config = load_config([config_file], overrides or [])
     model = model or config["model"]["name"]
+    if model not in registered_models():
+        known = registered_models()
+        raise ConfigError(f"--model: unknown model {model!r}{did_you_mean(model, known)}; "
+                          f"models: {', '.join(known)}")
+    where = f"--space {space}" if isinstance(space, Path) else f"the search space of {model}"
+    space = read_space(space) if isinstance(space, Path) else space
     space = space if space is not None else SPACES.get(model)
     if not space:
         raise ConfigError(f"no search space for model {model!r}; pass --space FILE")
+    check_space(space, model, where)
     metric = config["model"]["early_stop_metric"]
     # lightgcn inherits socialgnn's keys: materialise them so the YAML written is complete
     config["model"][model] = model_params(config["model"], model)
@@ -208,13 +267,14 @@ def tune(config_file: Path, trials: int, model: str | None = None, out: Path | N
         if not completed:
             raise RuntimeError("no trial completed; nothing to write")
         best = study.best_trial
+        best_value = float(study.best_value)
         params = {**{k: v for k, v in config["model"][model].items() if k != "seed"},
                   **best.params}
-        mlflow.log_metrics({f"best.valid.{metric.replace('@', '_at_')}": best.value,
+        mlflow.log_metrics({f"best.valid.{metric.replace('@', '_at_')}": best_value,
                             "trials.complete": len(completed),
                             "trials.pruned": len(study.trials) - len(completed)})
         mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
-        text = best_yaml(config_file, out, model, params, best.value, metric, len(study.trials),
+        text = best_yaml(config_file, out, model, params, best_value, metric, len(study.trials),
                          command or f"socialrec tune --config {config_file} --trials {trials}")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
@@ -247,7 +307,7 @@ def tune_command(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         path = tune(config, trials, model=model, out=out, overrides=set_ or [],
-                    space=read_space(space) if space else None, timeout_s=timeout_s, seed=seed,
+                    space=space, timeout_s=timeout_s, seed=seed,
                     command="socialrec tune " + " ".join(sys.argv[2:]))
     except ConfigError as err:
         console.print(f"[red]config error:[/red] {err}")
