@@ -238,7 +238,7 @@ def validate_table(
     df = df[first_bad < 0]
     duplicated = df.duplicated().to_numpy()
     if duplicated.any():
-        row = int(positions[df.index[np.argmax(duplicated)]])
+        row = int(positions[df.index[int(np.argmax(duplicated))]])
         example = f"{file}, {lines.kind} {lines.of(row)}: an exact duplicate of an earlier row"
         report.add(file, DUPLICATE_REASON, int(duplicated.sum()), example)
         df = df[~duplicated]

@@ -22,7 +22,7 @@ class BundleModel(PythonModel):
         from socialrec.features.ranking import topk_scores
 
         b = self.bundle
-        out = []
+        out: list[list[str]] = []
         for user, k in zip(
             model_input["user_id"], model_input.get("k", [10] * len(model_input)), strict=True
         ):
