@@ -294,11 +294,22 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def config_path(name: str | Path) -> Path:
+    """``name`` as given when that file exists; else a config shipped with the package, by file
+    name (``lastfm`` or ``lastfm.yaml`` or ``ablations/no_social.yaml``), so an installed wheel
+    runs ``socialrec train --config lastfm`` without a checkout."""
+    path = Path(name)
+    if path.exists() or path.is_absolute():
+        return path
+    shipped = CONFIG_DIR / (path if path.suffix else path.with_suffix(".yaml"))
+    return shipped if shipped.is_file() else path
+
+
 def resolve(files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> Layer:
     """The layered config, not yet validated, with the origin of every key."""
     layer = Layer.of(read_yaml(DEFAULTS), DEFAULTS_ORIGIN)
     for f in files:
-        layer = layer.under(read_layer(Path(f)))
+        layer = layer.under(read_layer(config_path(f)))
     for path, variable in ENVIRONMENT.items():
         if value := os.environ.get(variable):
             layer.set(path, value, f"environment {variable}")
@@ -318,7 +329,7 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = ())
 def layer_over(config: dict[str, Any], path: Path) -> dict[str, Any]:
     """``config`` with the file ``path`` (and what it ``extends:``) merged over it, validated: an
     ablation row of ``socialrec benchmark``. A problem the file brings names the file."""
-    layer = Layer.of(config, "the config it is layered on").under(read_layer(path))
+    layer = Layer.of(config, "the config it is layered on").under(read_layer(config_path(path)))
     check(layer)
     return layer.data
 

@@ -407,3 +407,16 @@ def test_every_registered_model_has_a_typed_section():
     sections = config_model("synthetic").model_fields["model"].annotation.model_fields
     for name in registered_models():
         assert sections[name].annotation == model_config(name) | None
+
+
+def test_shipped_configs_are_found_by_name(tmp_path, monkeypatch):
+    from socialrec.training.config import CONFIG_DIR, config_path
+
+    monkeypatch.chdir(tmp_path)
+    assert config_path("lastfm") == CONFIG_DIR / "lastfm.yaml"
+    assert config_path("ablations/no_social.yaml") == CONFIG_DIR / "ablations/no_social.yaml"
+    assert load_config(["lastfm"]) == load_config([CONFIG_DIR / "lastfm.yaml"])
+    (tmp_path / "lastfm.yaml").write_text("dataset: {name: mine}\n")  # a file given wins
+    assert config_path("lastfm.yaml") == Path("lastfm.yaml")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(["no_such_config"])
