@@ -181,7 +181,7 @@ def _draw(spec: SimSpec) -> pd.DataFrame:
         "first_ts": stamp(offsets),
         "push_open": opened.astype(int), "click": clicked.astype(int),
         "purchase": bought.astype(int), "share": shared.astype(int), "join": joins,
-        "cart": 0, "view": 0,
+        "cart": 0, "view": 0, "unsubscribe": 0,
         "revenue": np.where(bought, value, 0.0),
         "first_purchase_ts": stamp(np.where(bought, purchase_at, np.nan)),
         "pre_activity": pre_activity,

@@ -18,7 +18,13 @@ Nothing in the code changes: pass ``postgresql+psycopg://user@host:5432/db`` (or
 apply by hand. Two tables (an optional prefix lets several stores share one database):
 
 * ``exposures``: id (serial pk), request_id, ts (timestamptz, UTC), endpoint, experiment,
-  variant, model_version, unit_id, user_id, item_id, rank, score.
+  variant, model_version, unit_id, user_id, item_id, rank, score, treatment, explored.
+  ``treatment`` is what a pushed user was given (``push``, or a coupon treatment's name;
+  ``control`` for a held-out user; null on rows written before it existed, which readers take as
+  ``push`` / ``control`` by the variant); ``explored`` is true when the treatment was drawn at
+  random (exploration) rather than chosen by the model. A store created before these columns
+  gets them added on first use (``ALTER TABLE ... ADD COLUMN``, nullable), so old rows stay
+  readable.
   Indexes: request_id (the feedback join), (user_id, ts) (frequency cap), (experiment, ts)
   (the A/B report).
 * ``feedback``: event_id (pk, client supplied; a repeat is ignored, which makes posting
@@ -56,9 +62,12 @@ ENDPOINTS: tuple[str, ...] = ("push_targets", "share_partners", "recommend")
 #: would have been pushed at that rank but was not. The A/B analysis compares these users with
 #: the pushed ones (push incrementality).
 HOLDOUT = "holdout"
-#: Feedback event kinds accepted from clients.
+#: Feedback event kinds accepted from clients. ``unsubscribe`` is a push opt-out: the push
+#: rules honour it from then on (serving/rules.py ``OptOut``).
 FEEDBACK_EVENTS: tuple[str, ...] = ("push_open", "click", "purchase", "share", "join", "cart",
-                                    "view")
+                                    "view", "unsubscribe")
+#: The treatment of a held-out user (no push) and of a plain push.
+CONTROL, PUSH = "control", "push"
 
 # SQLite allows 32766 host parameters per statement; PostgreSQL 65535. 1000 is safe everywhere
 # and still few round trips for the frequency cap's 10k ids.
@@ -93,6 +102,8 @@ class Exposure:
     item_id: str | None
     rank: int
     score: float
+    treatment: str | None = None
+    explored: bool | None = None
 
     def __post_init__(self) -> None:
         if self.endpoint not in ENDPOINTS:
@@ -162,6 +173,7 @@ def _tables(metadata: sa.MetaData, prefix: str) -> tuple[sa.Table, sa.Table]:
         sa.Column("item_id", sa.String(128)),
         sa.Column("rank", sa.Integer, nullable=False),
         sa.Column("score", sa.Float, nullable=False),
+        *_added_exposure_columns(),
         sa.Index(f"ix_{prefix}exposures_request_id", "request_id"),
         sa.Index(f"ix_{prefix}exposures_user_ts", "user_id", "ts"),
         sa.Index(f"ix_{prefix}exposures_experiment_ts", "experiment", "ts"),
@@ -180,6 +192,12 @@ def _tables(metadata: sa.MetaData, prefix: str) -> tuple[sa.Table, sa.Table]:
         sa.Index(f"ix_{prefix}feedback_ts", "ts"),
     )
     return exposures, feedback
+
+
+def _added_exposure_columns() -> list[sa.Column[Any]]:
+    """Exposure columns added after the first release: nullable, so a store created before
+    them is upgraded in place (:meth:`EventStore._add_missing_columns`)."""
+    return [sa.Column("treatment", sa.String(64)), sa.Column("explored", sa.Boolean)]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -213,6 +231,18 @@ class EventStore:
         self.exposures_table, self.feedback_table = _tables(self.metadata, table_prefix)
         # Two workers starting at once may both try to create the tables.
         self._retry(lambda: self.metadata.create_all(self.engine))
+        self._retry(self._add_missing_columns)
+
+    def _add_missing_columns(self) -> None:
+        """Add the exposure columns a store created by an older release lacks."""
+        table = self.exposures_table
+        with self.engine.begin() as conn:
+            present = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
+            for column in _added_exposure_columns():
+                if column.name not in present:
+                    kind = column.type.compile(dialect=self.engine.dialect)
+                    conn.execute(sa.text(
+                        f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -295,6 +325,20 @@ class EventStore:
                 for user_id, n in conn.execute(query, {"ids": chunk}):
                     counts[user_id] = int(n)
         return counts
+
+    def unsubscribed(self, user_ids: list[str], until: datetime | None = None) -> set[str]:
+        """Those of ``user_ids`` who sent an ``unsubscribe`` feedback event (before ``until``,
+        default: ever): the push opt-outs the rules honour from then on."""
+        t = self.feedback_table
+        query = sa.select(t.c.user_id).distinct().where(
+            t.c.event == "unsubscribe", t.c.user_id.in_(sa.bindparam("ids", expanding=True)))
+        if until is not None:
+            query = query.where(t.c.ts < _utc(until, "until"))
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(dict.fromkeys(user_ids)), _IN_CHUNK):
+                found.update(u for (u,) in conn.execute(query, {"ids": chunk}))
+        return found
 
     def close(self) -> None:
         """Release the connection pool (the data is already committed)."""

@@ -67,6 +67,9 @@ class ServedList:
     item_ids: str | Sequence[str] | None
     scores: np.ndarray
     ranks: np.ndarray | None = None  # 1, 2, 3, ... when None
+    #: what each pushed user was given (one name for the list, or one per entry; None: not said)
+    treatments: str | Sequence[str] | None = None
+    explored: np.ndarray | None = None  # bool per entry: the treatment was drawn at random
 
     def rows(self) -> list:
         from socialrec.features.events import Exposure
@@ -76,10 +79,15 @@ class ServedList:
         items = ([self.item_ids] * n if self.item_ids is None or isinstance(self.item_ids, str)
                  else self.item_ids)
         ranks = range(1, n + 1) if self.ranks is None else self.ranks.tolist()
+        treatments = ([self.treatments] * n
+                      if self.treatments is None or isinstance(self.treatments, str)
+                      else self.treatments)
+        explored = [None] * n if self.explored is None else self.explored.tolist()
         return [
             Exposure(self.request_id, self.ts, self.endpoint, self.experiment, self.variant,
-                     self.model_version, self.unit_id, u, i, rank, float(s))
-            for rank, u, i, s in zip(ranks, users, items, self.scores, strict=True)
+                     self.model_version, self.unit_id, u, i, rank, float(s), t, x)
+            for rank, u, i, s, t, x in zip(ranks, users, items, self.scores, treatments,
+                                           explored, strict=True)
         ]
 
 

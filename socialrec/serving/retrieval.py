@@ -30,6 +30,7 @@ from socialrec.serving.rules import (
     OptOut,
     PushCounts,
     Rule,
+    Unsubscribes,
 )
 from socialrec.serving.schemas import PushRules
 
@@ -150,10 +151,11 @@ def select_users(bundle: ModelBundle, item: int, k: int, rules: Sequence[Rule]) 
 def make_rules(bundle: ModelBundle, item: int, settings: PushRules, store: PushCounts | None,
                holdout: CampaignHoldout | None = None, now: datetime | None = None) -> list[Rule]:
     """The rules ``settings`` asks for, cheapest first (the frequency cap reads the store, so it
-    only sees the users every other rule let through)."""
+    only sees the users every other rule let through). With a store, the opt-out rule also
+    honours ``unsubscribe`` feedback."""
     rules: list[Rule] = []
     if settings.respect_opt_out:
-        rules.append(OptOut(bundle))
+        rules.append(OptOut(bundle, store if isinstance(store, Unsubscribes) else None))
     if settings.exclude_buyers:
         rules.append(ExcludeBuyers(bundle, item))
     if settings.holdout and holdout is not None:

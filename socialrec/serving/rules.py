@@ -11,7 +11,7 @@ from __future__ import annotations
 import weakref
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,6 +24,13 @@ class PushCounts(Protocol):
     """What the frequency cap needs from the event store (features/events.py)."""
 
     def push_counts(self, user_ids: list[str], since: datetime) -> dict[str, int]: ...
+
+
+@runtime_checkable
+class Unsubscribes(Protocol):
+    """What the opt-out rule needs from the event store: who sent an ``unsubscribe``."""
+
+    def unsubscribed(self, user_ids: list[str], until: datetime | None = None) -> set[str]: ...
 
 
 class Rule(ABC):
@@ -62,15 +69,28 @@ class ExcludeBuyers(Rule):
 
 
 class OptOut(Rule):
-    """Users who did not opt in to pushes (``bundle.push_opt_in``)."""
+    """Users who did not opt in to pushes (``bundle.push_opt_in``), and, given the event store,
+    users who opted out since through an ``unsubscribe`` feedback event.
+
+    The store is asked at every request (for the candidates the bundle lets through), so an
+    opt-out posted to any replica is honoured by every replica from the next push on.
+    """
 
     name = "opt_out"
 
-    def __init__(self, bundle: ModelBundle) -> None:
+    def __init__(self, bundle: ModelBundle, store: Unsubscribes | None = None) -> None:
         self.opt_in = bundle.push_opt_in
+        self.users = bundle.users
+        self.store = store
 
     def blocked(self, users: np.ndarray) -> np.ndarray:
-        return ~self.opt_in[users]
+        out = ~self.opt_in[users]
+        if self.store is not None and not out.all():
+            ids = self.users.to_ids(users[~out])
+            gone = self.store.unsubscribed(ids)
+            if gone:
+                out[~out] = np.fromiter((u in gone for u in ids), dtype=bool, count=len(ids))
+        return out
 
 
 class FrequencyCap(Rule):

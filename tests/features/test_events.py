@@ -219,3 +219,42 @@ def test_sqlite_store_copies_into_postgres(tmp_path):
         new.metadata.drop_all(new.engine)
         new.close()
         old.close()
+
+
+def test_exposures_keep_the_treatment_and_whether_it_was_explored(store):
+    rows = [replace(exposure(1, "u1", 0), treatment="coupon5", explored=True),
+            replace(exposure(2, "u2", 1), treatment="push", explored=False),
+            exposure(3, "u3", 2)]  # written without a treatment (as before it existed)
+    store.log_exposures(rows)
+    got = store.exposures()
+    assert got.treatment.tolist()[:2] == ["coupon5", "push"] and pd.isna(got.treatment[2])
+    assert got.explored.tolist()[:2] == [True, False] and pd.isna(got.explored[2])
+    assert [e.treatment for e in iter_rows(got, Exposure)] == ["coupon5", "push", None]
+
+
+def test_a_store_made_before_the_treatment_columns_is_upgraded_and_stays_readable(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:  # the exposures table as the first release made it
+        conn.execute("CREATE TABLE exposures (id INTEGER PRIMARY KEY, request_id VARCHAR(64) NOT "
+                     "NULL, ts DATETIME NOT NULL, endpoint VARCHAR(32) NOT NULL, experiment "
+                     "VARCHAR(128), variant VARCHAR(128), model_version VARCHAR(128), unit_id "
+                     "VARCHAR(128), user_id VARCHAR(128) NOT NULL, item_id VARCHAR(128), rank "
+                     "INTEGER NOT NULL, score FLOAT NOT NULL)")
+        conn.execute("INSERT INTO exposures VALUES (1, 'r0', '2024-03-01 12:00:00.000000', "
+                     "'push_targets', 'e', 'holdout', '1', 'c', 'u0', 'i', 1, 0.5)")
+    store = EventStore(f"sqlite:///{path}")
+    store.log_exposures([replace(exposure(1, "u1", 5), treatment="push", explored=False)])
+    got = store.exposures()
+    assert got.user_id.tolist() == ["u0", "u1"]
+    assert pd.isna(got.treatment[0]) and got.treatment[1] == "push"
+    store.close()
+    EventStore(f"sqlite:///{path}").close()  # a second start finds the columns there
+
+
+def test_unsubscribed_names_the_users_who_opted_out_by_feedback(store):
+    store.log_feedback([feedback(1, 0, "unsubscribe"), feedback(2, 5, "click"),
+                        feedback(3, 10, "unsubscribe")])
+    assert store.unsubscribed(["u1", "u2", "u3", "u4"]) == {"u1", "u3"}
+    assert store.unsubscribed(["u1", "u3"], until=T0 + timedelta(minutes=5)) == {"u1"}

@@ -66,3 +66,22 @@ def test_campaign_holdout_is_the_ab_holdout(bundle):
     assert not CampaignHoldout(bundle, "exp", 0.0, "c1").blocked(users).any()
     with pytest.raises(ValueError, match="share"):
         CampaignHoldout(bundle, "exp", 1.0, "c1")
+
+
+def test_opt_out_honours_unsubscribe_feedback(bundle, tmp_path):
+    from socialrec.features.events import Feedback
+
+    store = EventStore(f"sqlite:///{tmp_path / 'ev.db'}")
+    users = np.arange(len(bundle.users))
+    opted_in = np.flatnonzero(bundle.push_opt_in)[:3]
+    before = OptOut(bundle, store).blocked(users)
+    assert np.array_equal(before, ~bundle.push_opt_in)  # nobody unsubscribed yet
+    ids = bundle.users.to_ids(opted_in)
+    store.log_feedback([Feedback(f"e{i}", None, NOW, u, None, "unsubscribe")
+                        for i, u in enumerate(ids[:2])]
+                       + [Feedback("e9", None, NOW, ids[2], None, "click")])
+    after = OptOut(bundle, store).blocked(users)
+    expected = ~bundle.push_opt_in
+    expected[opted_in[:2]] = True  # the two who unsubscribed, not the one who clicked
+    assert np.array_equal(after, expected)
+    store.close()
