@@ -7,6 +7,8 @@ runs on one of ``SOCIALREC_THREADS`` threads). Configuration, all from the envir
 SOCIALREC_BUNDLE_DIR       serve this bundle directory for every alias (no registry)
 SOCIALREC_MODEL            registered model name (default ``socialrec-synthetic``)
 SOCIALREC_ALIAS            alias of endpoints no experiment routes (default ``champion``)
+SOCIALREC_ALIAS_*          an endpoint's own alias instead: ``SOCIALREC_ALIAS_PUSH_TARGETS``,
+                           ``..._RECOMMEND``, ``..._SHARE_PARTNERS`` (the best model per task)
 MLFLOW_TRACKING_URI        the registry (MLflow's own default when unset)
 SOCIALREC_CACHE_DIR        where registry downloads are kept (default: <tmp>/socialrec-bundles)
 SOCIALREC_EVENT_STORE      event store URL (default ``sqlite:///events.db``)
@@ -43,7 +45,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -116,6 +118,11 @@ def json_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def endpoint_alias_variable(endpoint: str) -> str:
+    """The environment variable naming ``endpoint``'s own alias: SOCIALREC_ALIAS_PUSH_TARGETS."""
+    return f"SOCIALREC_ALIAS_{endpoint.upper()}"
+
+
 @dataclass(frozen=True)
 class Settings:
     event_store: str
@@ -123,6 +130,7 @@ class Settings:
     default_alias: str
     admin_token: str | None
     poll_seconds: float
+    endpoint_aliases: dict[str, str] = field(default_factory=dict)  # endpoint -> its own alias
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -133,7 +141,13 @@ class Settings:
             default_alias=env.get("SOCIALREC_ALIAS", "champion"),
             admin_token=env.get("SOCIALREC_ADMIN_TOKEN") or None,
             poll_seconds=float(env.get("SOCIALREC_POLL_SECONDS", "30")),
+            endpoint_aliases={e: alias for e in ROUTED_ENDPOINTS
+                              if (alias := env.get(endpoint_alias_variable(e)))},
         )
+
+    def alias_for(self, endpoint: str) -> str:
+        """The alias ``endpoint`` follows when no experiment routes it."""
+        return self.endpoint_aliases.get(endpoint, self.default_alias)
 
 
 @dataclass(frozen=True)
@@ -199,8 +213,8 @@ class SocialRec:
     def _aliases(self, experiments: Experiments) -> set[str]:
         needed = set(experiments.aliases())
         routed = {e for exp in experiments.experiments.values() for e in exp.endpoints}
-        if routed != set(ROUTED_ENDPOINTS):
-            needed.add(self.settings.default_alias)  # some endpoint has no experiment
+        # an endpoint no experiment routes follows its own alias (by default the shared one)
+        needed.update(self.settings.alias_for(e) for e in ROUTED_ENDPOINTS if e not in routed)
         return needed
 
     def refresh(self, reread_experiments: bool = False) -> list[str]:
@@ -225,7 +239,7 @@ class SocialRec:
         state = self.state  # one read: this request sees one consistent set of bundles
         found = state.experiments.for_endpoint(endpoint)
         if found is None:
-            return Route(None, None, "default", state.models[self.settings.default_alias],
+            return Route(None, None, "default", state.models[self.settings.alias_for(endpoint)],
                          unit_id)
         name, exp = found
         variant = exp.assign(unit_id)
