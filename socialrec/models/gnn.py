@@ -21,6 +21,7 @@ With ``social_weight = 0`` the model is plain LightGCN (the baseline ``lightgcn`
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Literal, cast
 
 import numpy as np
@@ -145,6 +146,9 @@ class SocialGNN(nn.Module):
         self.num_layers = num_layers
         self.embedding = nn.Embedding(num_users + num_items, embedding_dim)
         self.item_bias = nn.Parameter(torch.zeros(num_items)) if item_bias else None
+        #: one layer, ``adj @ x``; a rank of a distributed fit multiplies its block of rows and
+        #: gathers the others' (training/distributed.py)
+        self.propagation: Callable[[Tensor, Tensor], Tensor] = propagate
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -161,7 +165,7 @@ class SocialGNN(nn.Module):
         x = self.embedding.weight
         out = [x]
         for _ in range(self.num_layers):
-            x = propagate(adj, x)
+            x = self.propagation(adj, x)
             if noise_eps > 0:
                 x = x + torch.sign(x) * F.normalize(torch.rand_like(x), dim=-1) * noise_eps
             out.append(x)

@@ -27,6 +27,22 @@ def l2_term(e0: Tensor, *rows: Tensor | slice) -> Tensor:
 
 
 @dataclass(frozen=True)
+class BatchShare:
+    """The batch a loss is called with is one rank's share of the step's batch
+    (training/distributed.py). The loss then normalises by the whole batch's totals, so that the
+    shares' losses add up to the whole batch's loss and their gradients to its gradient.
+
+    ``size`` is the whole batch's users (softmax, ials) or triples (bpr); ``weight`` its summed
+    loss weight (softmax); ``items`` the distinct items of the whole batch whose L2 this share
+    charges (softmax: each distinct item is charged once, by one share).
+    """
+
+    size: int
+    weight: float = 0.0
+    items: Tensor | None = None
+
+
+@dataclass(frozen=True)
 class BPRLoss:
     """BPR (Rendle et al., *BPR: Bayesian Personalized Ranking from Implicit Feedback*, UAI 2009)
     on (user, positive, negative) triples, plus LightGCN's L2: ``l2`` times the squared norm of the
@@ -35,13 +51,16 @@ class BPRLoss:
     l2: float = 0.0
 
     def __call__(self, user_emb: Tensor, item_emb: Tensor, users: Tensor, pos: Tensor,
-                 neg: Tensor, e0: Tensor, num_users: int) -> Tensor:
+                 neg: Tensor, e0: Tensor, num_users: int, share: BatchShare | None = None
+                 ) -> Tensor:
         u = user_emb[users]
         pos_scores = (u * item_emb[pos]).sum(-1)
         neg_scores = (u * item_emb[neg]).sum(-1)
-        loss = F.softplus(neg_scores - pos_scores).mean()
+        pair_loss = F.softplus(neg_scores - pos_scores)
+        loss = pair_loss.mean() if share is None else pair_loss.sum() / share.size
         if self.l2 > 0:
-            penalty = l2_term(e0, users, num_users + pos, num_users + neg) / (2 * len(users))
+            size = len(users) if share is None else share.size
+            penalty = l2_term(e0, users, num_users + pos, num_users + neg) / (2 * size)
             loss = loss + self.l2 * penalty
         return loss
 
@@ -70,7 +89,7 @@ class SoftmaxLoss:
 
     def __call__(self, user_emb: Tensor, item_emb: Tensor, users: Tensor, rows: Tensor,
                  items: Tensor, weights: Tensor, e0: Tensor, num_users: int,
-                 item_bias: Tensor | None = None) -> Tensor:
+                 item_bias: Tensor | None = None, share: BatchShare | None = None) -> Tensor:
         u = F.normalize(user_emb[users], dim=-1)
         t, n_items = self.temperature, item_emb.shape[0]
         # normalise only the rows scored: a sampled step never touches most of the catalogue
@@ -95,10 +114,14 @@ class SoftmaxLoss:
             logits = logits.index_put((rows, items), torch.tensor(-torch.inf))
             neg_lse = torch.logsumexp(logits, dim=1)
         nll = torch.logaddexp(pos_scores, neg_lse[rows]) - pos_scores
-        loss = (weights * nll).sum() / weights.sum()
+        loss = (weights * nll).sum() / (weights.sum() if share is None else share.weight)
         if self.l2 > 0:
-            touched = torch.unique(items)
-            loss = loss + self.l2 * l2_term(e0, users, num_users + touched) / len(users)
+            if share is None:
+                touched, size = torch.unique(items), len(users)
+            else:
+                assert share.items is not None, "a softmax share names the items it charges"
+                touched, size = share.items, share.size
+            loss = loss + self.l2 * l2_term(e0, users, num_users + touched) / size
         return loss
 
 
@@ -119,17 +142,18 @@ class IALSLoss:
     l2: float = 0.0
 
     def __call__(self, user_emb: Tensor, item_emb: Tensor, users: Tensor, rows: Tensor,
-                 items: Tensor, confidence: Tensor, e0: Tensor, num_users: int) -> Tensor:
+                 items: Tensor, confidence: Tensor, e0: Tensor, num_users: int,
+                 share: BatchShare | None = None) -> Tensor:
         u = user_emb[users]
         scores = (u[rows] * item_emb[items]).sum(-1)
         # a training pair's c(1 - s)² replaces the s² that the all-pairs term counts for it
         loss = (confidence * (1 - scores).pow(2) - scores.pow(2)).sum()
         loss = loss + ((u @ (item_emb.T @ item_emb)) * u).sum()
         if self.l2 > 0:
-            share = len(users) / num_users
+            items_part = len(users) / num_users
             items_e0 = slice(num_users, None)
-            loss = loss + self.l2 * (l2_term(e0, users) + share * l2_term(e0, items_e0))
-        return loss / len(users)
+            loss = loss + self.l2 * (l2_term(e0, users) + items_part * l2_term(e0, items_e0))
+        return loss / (len(users) if share is None else share.size)
 
 
 def info_nce(view1: Tensor, view2: Tensor, temperature: float) -> Tensor:

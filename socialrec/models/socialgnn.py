@@ -9,7 +9,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, Self
 
@@ -26,8 +25,9 @@ from socialrec.features.tie_strength import graph_tie_strength
 from socialrec.models.base import Recommender, Validator
 from socialrec.models.baselines import ConfidenceWeighting, implicit_confidence
 from socialrec.models.gnn import SocialGNN, SocialNorm, normalized_adjacency
-from socialrec.models.losses import BPRLoss, ContrastiveLoss, IALSLoss, SoftmaxLoss
+from socialrec.models.losses import BatchShare, BPRLoss, ContrastiveLoss, IALSLoss, SoftmaxLoss
 from socialrec.models.registry import ModelConfig, register_model
+from socialrec.models.runtime import LOCAL, FitHistory, FitRuntime, FitState
 
 log = logging.getLogger(__name__)
 
@@ -107,18 +107,6 @@ class SocialGNNConfig(ModelConfig):
         if self.item_bias and self.loss != "softmax":
             raise ValueError(f"item_bias needs loss 'softmax', got {self.loss!r}")
         return self
-
-
-@dataclass
-class FitHistory:
-    """Per-epoch curves, logged to MLflow and plotted."""
-
-    loss: list[float] = field(default_factory=list)
-    valid: list[tuple[int, float]] = field(default_factory=list)  # (epoch, metric)
-    epoch_seconds: list[float] = field(default_factory=list)
-    best_epoch: int = -1
-    best_valid: float = float("-inf")
-    seconds_to_best: float = 0.0
 
 
 class BPRSampler:
@@ -250,6 +238,8 @@ class SocialGNNRecommender(Recommender):
                  **overrides: Any) -> None:
         self.config = SocialGNNConfig.with_overrides(config, overrides)
         self.validator = validator
+        #: where the fit runs: this process, or a rank of torchrun (training/distributed.py)
+        self.runtime: FitRuntime = LOCAL
         self.contrast = (ContrastiveLoss(self.config.cl_weight, self.config.cl_temperature)
                          if self.config.cl_weight > 0 else None)
         self.history = FitHistory()
@@ -335,59 +325,72 @@ class SocialGNNRecommender(Recommender):
             return self._fit(data, show_progress)
 
     def _fit(self, data: GraphData, show_progress: bool) -> Self:
-        c = self.config
+        c, run = self.config, self.runtime
         torch.manual_seed(c.seed)
-        self.history = FitHistory()
         started = time.perf_counter()
-        adj = self.adjacency(data)
+        adj = run.adjacency(lambda: self.adjacency(data))
         self._unseen_items = np.asarray(data.train.astype(bool).sum(axis=0)).ravel() == 0
         self.module = SocialGNN(data.n_users, data.n_items, c.embedding_dim, c.num_layers,
                                 item_bias=c.item_bias)
         if self.module.item_bias is not None and c.item_bias_init == "log_popularity":
             self._init_bias_at_log_popularity(data.train)
+        run.prepare(self.module, c)
         optimizer = torch.optim.Adam(self.module.parameters(), lr=c.lr)
         batches, step = self.training_steps(data)
-        best_state = copy.deepcopy(self.module.state_dict())
-        stale = 0
-        bar = tqdm(range(1, c.epochs + 1), desc=f"train {self.name}", disable=not show_progress,
-                   unit="epoch")
+        state = run.resume(self.module, optimizer) or FitState(
+            best=copy.deepcopy(self.module.state_dict()))
+        self.history = state.history
+        started -= state.seconds
+        for _ in range(1, state.epoch):  # a restart: the samplers draw the epochs done again
+            for _ in batches():
+                pass
+        bar = tqdm(range(state.epoch, c.epochs + 1), desc=f"train {self.name}",
+                   disable=not (show_progress and run.main), unit="epoch")
         for epoch in bar:
             t0 = time.perf_counter()
-            total, steps = 0.0, 0
-            for batch in batches():
+            for done, batch in enumerate(run.batches(batches())):
+                if done < state.step:
+                    continue  # stepped before a restart
                 loss = step(adj, *batch)
                 optimizer.zero_grad()
                 loss.backward()
+                run.reduce_gradients(self.module)
                 optimizer.step()
-                total += loss.item()
-                steps += 1
-            self.history.loss.append(total / max(steps, 1))
+                state.epoch_loss += loss.item()
+                state.step += 1
+                state.seconds = time.perf_counter() - started
+                run.checkpoint(state, self.module, optimizer, end_of_epoch=False)
+            self.history.loss.append(run.total(state.epoch_loss) / max(state.step, 1))
             self.history.epoch_seconds.append(time.perf_counter() - t0)
             postfix = {"loss": f"{self.history.loss[-1]:.4f}"}
             if self.validator is not None and epoch % c.eval_every == 0:
-                value = self.validator(*self._propagate(adj))
+                value = run.validate(self.validator, *self._propagate(adj))
                 self.history.valid.append((epoch, value))
                 postfix["valid"] = f"{value:.4f}"
                 if value > self.history.best_valid:
                     self.history.best_valid, self.history.best_epoch = value, epoch
                     self.history.seconds_to_best = time.perf_counter() - started
-                    best_state = copy.deepcopy(self.module.state_dict())
-                    stale = 0
+                    state.best = copy.deepcopy(self.module.state_dict())
+                    state.stale = 0
                 else:
-                    stale += c.eval_every
+                    state.stale += c.eval_every
             bar.set_postfix(postfix)
-            if self.validator is not None and stale >= c.patience:
+            state.epoch, state.step, state.epoch_loss = epoch + 1, 0, 0.0
+            state.seconds = time.perf_counter() - started
+            if self.validator is not None and state.stale >= c.patience:
                 log.info("early stop at epoch %d (best %d)", epoch, self.history.best_epoch)
                 break
-            if c.max_seconds and time.perf_counter() - started > c.max_seconds:
+            if c.max_seconds and run.any(state.seconds > c.max_seconds):
                 log.info("time budget of %.0f s reached at epoch %d", c.max_seconds, epoch)
                 break
+            run.checkpoint(state, self.module, optimizer, end_of_epoch=True)
         if self.validator is None:
-            best_state = self.module.state_dict()
+            state.best = self.module.state_dict()
             self.history.best_epoch = len(self.history.loss)
             self.history.seconds_to_best = time.perf_counter() - started
-        self.module.load_state_dict(best_state)
+        self.module.load_state_dict(state.best)
         self._user_emb, self._item_emb = self._propagate(adj)
+        run.finished()
         return self
 
     def _built(self) -> SocialGNN:
@@ -406,30 +409,30 @@ class SocialGNNRecommender(Recommender):
         return (layers, emb, *m.split(emb))
 
     def _bpr_step(self, bpr: BPRLoss, adj: torch.Tensor, users: torch.Tensor, pos: torch.Tensor,
-                  neg: torch.Tensor) -> torch.Tensor:
+                  neg: torch.Tensor, share: BatchShare | None = None) -> torch.Tensor:
         m = self._built()
         layers, emb, user_emb, item_emb = self._forward(adj)
         if neg.dim() == 2:
             neg = hardest_negatives(user_emb, item_emb, users, neg)
-        loss = bpr(user_emb, item_emb, users, pos, neg, m.embedding.weight, m.num_users)
+        loss = bpr(user_emb, item_emb, users, pos, neg, m.embedding.weight, m.num_users, share)
         return self._with_contrast(loss, adj, emb, layers, users, pos)
 
     def _softmax_step(self, softmax: SoftmaxLoss, adj: torch.Tensor, users: torch.Tensor,
-                      rows: torch.Tensor, items: torch.Tensor, weights: torch.Tensor
-                      ) -> torch.Tensor:
+                      rows: torch.Tensor, items: torch.Tensor, weights: torch.Tensor,
+                      share: BatchShare | None = None) -> torch.Tensor:
         m = self._built()
         layers, emb, user_emb, item_emb = self._forward(adj)
         loss = softmax(user_emb, item_emb, users, rows, items, weights, m.embedding.weight,
-                       m.num_users, m.item_bias)
+                       m.num_users, m.item_bias, share)
         return self._with_contrast(loss, adj, emb, layers, users, items)
 
     def _ials_step(self, ials: IALSLoss, adj: torch.Tensor, users: torch.Tensor,
-                   rows: torch.Tensor, items: torch.Tensor, confidence: torch.Tensor
-                   ) -> torch.Tensor:
+                   rows: torch.Tensor, items: torch.Tensor, confidence: torch.Tensor,
+                   share: BatchShare | None = None) -> torch.Tensor:
         m = self._built()
         layers, emb, user_emb, item_emb = self._forward(adj)
         loss = ials(user_emb, item_emb, users, rows, items, confidence, m.embedding.weight,
-                    m.num_users)
+                    m.num_users, share)
         return self._with_contrast(loss, adj, emb, layers, users, items)
 
     def _with_contrast(self, loss: torch.Tensor, adj: torch.Tensor, emb: torch.Tensor,

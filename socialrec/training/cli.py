@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -55,12 +55,37 @@ def train(
     no_register: Annotated[
         bool, typer.Option("--no-register", help="Log the run, register nothing.")
     ] = False,
+    nproc: Annotated[
+        int | None, typer.Option(
+            help="Fit on N processes: starts torchrun with N ranks of this command "
+                 "(training/distributed.py; config section distributed).")
+    ] = None,
 ) -> None:
     """Load → validate → split → train → evaluate → index → log to MLflow → register."""
     from socialrec.features.validation import DataError
+    from socialrec.training import distributed
     from socialrec.training.pipeline import run_training
 
     cfg = load_or_exit(config, set_)
+    ranked = distributed.under_torchrun()
+    if nproc is not None and not ranked:
+        problem = distributed.launch_problem(cfg, nproc)
+        if problem:
+            console.print(f"[red]--nproc {nproc}:[/red] {problem}")
+            raise typer.Exit(2)
+        distributed.launch(nproc, cfg["distributed"]["max_restarts"], sys.argv[1:])
+    if ranked:
+        try:
+            rank_result = distributed.train_on_rank(
+                cfg, metrics_out=metrics_out, promote=promote, register=not no_register,
+                bundle_out=bundle_out)
+        except (DataError, distributed.DistributedError) as err:
+            console.print(f"[red]{type(err).__name__}:[/red] {err}")
+            raise typer.Exit(2 if isinstance(err, DataError) else 1) from None
+        if rank_result is None:  # ranks other than 0 only fit
+            return
+        _print_result(cfg, rank_result)
+        return
     try:
         result = run_training(
             cfg,
@@ -72,6 +97,10 @@ def train(
     except DataError as err:
         console.print(f"[red]data error:[/red] {err}")
         raise typer.Exit(2) from None
+    _print_result(cfg, result)
+
+
+def _print_result(cfg: dict, result: Any) -> None:
     table = Table(title=f"test metrics — {cfg['model']['name']} on {cfg['dataset']['name']}")
     table.add_column("task")
     table.add_column("metric")

@@ -13,7 +13,7 @@ the code each section configures:
   evaluation/config.py; ``index``: models/index.py;
 - ``model``: ``name``, ``early_stop_metric`` and one section per registered model, each validated
   by that model's own config (models/registry.py; lightgcn's after it inherits socialgnn's keys);
-- ``tracking`` and ``serving``: here.
+- ``tracking``, ``serving`` and ``distributed``: here.
 
 An unknown key or a value of the wrong type is refused (:class:`ConfigError`) naming where it was
 set (the file, ``--set key=value`` or the environment variable), its dotted key path, and for a
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 from pydantic_core import ErrorDetails
 
 from socialrec.evaluation.config import EvaluationConfig, check_metric_name
@@ -126,6 +126,18 @@ class ServingConfig(BaseModel):
     experiments: str | None  # A/B experiments file; null: no A/B routing
 
 
+class DistributedConfig(BaseModel):
+    """``distributed:``: how ``socialrec train --nproc N`` runs its ranks
+    (training/distributed.py); a one-process run reads none of it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_s: float = Field(300.0, gt=0)
+    checkpoint_dir: str = "checkpoints"
+    checkpoint_every_steps: int | None = Field(50, ge=1)
+    max_restarts: int = Field(3, ge=0)
+
+
 class Config(BaseModel):
     """The whole resolved config; :func:`config_model` fills in the source's dataset options and
     the registered models' sections."""
@@ -140,6 +152,7 @@ class Config(BaseModel):
     index: IndexConfig
     tracking: TrackingConfig
     serving: ServingConfig
+    distributed: DistributedConfig
 
 
 @functools.cache

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import resource
 import tempfile
 import time
@@ -27,6 +28,7 @@ from socialrec.models.base import Recommender
 from socialrec.models.bundle import ModelBundle
 from socialrec.models.index import build_indexes
 from socialrec.models.registry import make_model
+from socialrec.models.runtime import FitRuntime
 from socialrec.models.share_features import ShareContext
 from socialrec.training import tracking
 from socialrec.training.config import data_root, format_names
@@ -110,11 +112,19 @@ def validator_for(graph: GraphData, config: dict[str, Any]):
 
 
 def fit_model(
-    prepared: Prepared, config: dict[str, Any], show_progress: bool = True
+    prepared: Prepared, config: dict[str, Any], show_progress: bool = True,
+    runtime: FitRuntime | None = None,
 ) -> Recommender:
+    """The configured model, fitted; ``runtime``: one rank of a distributed fit
+    (training/distributed.py), for the models whose fit loop takes one."""
     model = make_model(
         config["model"]["name"], config["model"], validator=validator_for(prepared.graph, config)
     )
+    if runtime is not None:
+        if not hasattr(model, "runtime"):
+            raise ValueError(f"model {config['model']['name']!r} does not train on several "
+                             f"processes (--nproc); socialgnn and lightgcn do")
+        model.runtime = runtime
     return model.fit(prepared.graph, show_progress=show_progress)
 
 
@@ -237,12 +247,14 @@ def run_training(
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
     bundle_out: Path | None = None,
+    runtime: FitRuntime | None = None,
 ) -> TrainResult:
     """Train one model as configured and record it in MLflow.
 
     A new version gets the configured alias when no version holds it yet; with ``promote`` it also
     takes the alias from a holder whose gate metrics it matches or beats (else it keeps
-    ``challenger`` and the comparison is logged).
+    ``challenger`` and the comparison is logged). ``runtime``: this is rank 0 of a distributed
+    fit (training/distributed.py); the other ranks only fit.
     """
     seconds: dict[str, float] = {}
     prepared = prepared or prepare(config)
@@ -262,7 +274,9 @@ def run_training(
             }
         )
         t = time.perf_counter()
-        model = fit_model(prepared, config, show_progress)
+        if runtime is not None:  # rank 0 of a distributed fit (training/distributed.py)
+            mlflow.set_tag("distributed.world_size", os.environ.get("WORLD_SIZE", "1"))
+        model = fit_model(prepared, config, show_progress, runtime)
         seconds["fit"] = time.perf_counter() - t
         t = time.perf_counter()
         user_emb, item_emb = model.embeddings()
