@@ -1,3 +1,4 @@
+import importlib
 from pathlib import Path
 
 import pandas as pd
@@ -188,6 +189,9 @@ def test_config_mistakes_are_named(tmp_path):
 
 
 def test_registered_loaders_are_found_by_source_name(monkeypatch, tmp_path):
+    # the real loaders register on import: import them first, so that they land in the real
+    # registry and not in this test's empty stand-in (which would lose them for later tests)
+    importlib.import_module("socialrec.features.datasets")
     monkeypatch.setattr(loader, "DATASET_LOADERS", {})
     seen = {}
 

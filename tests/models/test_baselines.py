@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conftest import RecommenderContract
 
+from socialrec.models import registry
 from socialrec.models.base import Recommender
 from socialrec.models.baselines import ALSModel, BPRModel, PopularityConfig, PopularityModel
 from socialrec.models.registry import make_model, register_model, registered_models
@@ -97,7 +98,10 @@ def test_make_model_names_what_is_wrong():
         make_model("als", {"als": {"factor": 16}})
 
 
-def test_register_model_extends_the_registry():
+def test_register_model_extends_the_registry(monkeypatch):
+    registered_models()  # the real models first, then a copy this test may extend
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
+
     @register_model("test-constant", PopularityConfig)
     class Constant(PopularityModel):
         name = "test-constant"
