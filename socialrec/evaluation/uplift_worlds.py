@@ -113,6 +113,10 @@ class World:
         """The served propensity score (what ``/push_targets`` ranks by)."""
         return self.user_emb[users] @ self.item_emb[item]
 
+    def score_rows(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The served score of each (user, item) pair."""
+        return np.einsum("ij,ij->i", self.user_emb[users], self.item_emb[items])
+
     def friends_bought(self, users: np.ndarray, item: int) -> np.ndarray:
         buyers = np.zeros(self.n_users, dtype=np.float64)
         buyers[self.purchases[:, item].nonzero()[0]] = 1.0

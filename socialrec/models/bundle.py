@@ -14,6 +14,8 @@ Layout of a bundle directory::
     share_ranker.json    learned share-partner weights (optional)
     share_counts.npz share_joins.npz  sharer×recipient counts of training shares / joins (optional)
     user_index.faiss item_index.faiss  FAISS indexes over the embeddings (optional)
+    uplift/              uplift model: LightGBM text boosters + manifest.json (optional;
+                         models/uplift.py)
 
 Serving imports this module: it must never import torch.
 """
@@ -30,6 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from socialrec.features.idmap import IdMap
+from socialrec.models.uplift import MANIFEST, UpliftModel
 
 SCHEMA_VERSION = 1
 
@@ -62,6 +65,7 @@ class ModelBundle:
     share_joins: sp.csr_matrix | None = None
     user_index: faiss.Index | None = None
     item_index: faiss.Index | None = None
+    uplift: UpliftModel | None = None
 
     def __post_init__(self) -> None:
         self.meta.setdefault("schema_version", SCHEMA_VERSION)
@@ -93,6 +97,8 @@ class ModelBundle:
             faiss.write_index(self.user_index, str(path / "user_index.faiss"))
         if self.item_index is not None:
             faiss.write_index(self.item_index, str(path / "item_index.faiss"))
+        if self.uplift is not None:
+            self.uplift.save(path / "uplift")
         (path / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str))
         return path
 
@@ -133,4 +139,6 @@ class ModelBundle:
             share_joins=optional_csr("share_joins"),
             user_index=index("user_index.faiss"),
             item_index=index("item_index.faiss"),
+            uplift=(UpliftModel.load(path / "uplift") if (path / "uplift" / MANIFEST).exists()
+                    else None),
         )

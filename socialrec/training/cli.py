@@ -1,4 +1,5 @@
-"""The training commands of ``socialrec``: train, promote, benchmark, tune, data describe.
+"""The training commands of ``socialrec``: train, promote, benchmark, tune, data describe,
+uplift train / benchmark.
 
 socialrec/cli.py gathers them with every other package's commands into one ``socialrec``.
 """
@@ -15,11 +16,13 @@ from rich.table import Table
 
 from socialrec.training.config import ConfigError, load_config
 from socialrec.training.tune import tune_app
+from socialrec.training.uplift_cli import uplift_app
 
 app = typer.Typer(pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(tune_app, name="tune")
+app.add_typer(uplift_app, name="uplift")
 console = Console()
 
 ConfigOpt = Annotated[

@@ -13,7 +13,7 @@ the code each section configures:
   evaluation/config.py; ``index``: models/index.py;
 - ``model``: ``name``, ``early_stop_metric`` and one section per registered model, each validated
   by that model's own config (models/registry.py; lightgcn's after it inherits socialgnn's keys);
-- ``tracking``, ``serving`` and ``distributed``: here.
+- ``tracking``, ``serving`` and ``distributed``: here; ``uplift``: training/uplift_config.py.
 
 An unknown key or a value of the wrong type is refused (:class:`ConfigError`) naming where it was
 set (the file, ``--set key=value`` or the environment variable), its dotted key path, and for a
@@ -47,6 +47,7 @@ from socialrec.features.splits import SplitConfig
 from socialrec.features.validation import did_you_mean
 from socialrec.models.index import IndexConfig
 from socialrec.models.registry import INHERITS, model_config, model_params, registered_models
+from socialrec.training.uplift_config import UpliftConfig
 
 #: The default configs ship inside the package (configs/ at the checkout's root links here).
 CONFIG_DIR = Path(str(resources.files("socialrec") / "configs"))
@@ -153,6 +154,7 @@ class Config(BaseModel):
     tracking: TrackingConfig
     serving: ServingConfig
     distributed: DistributedConfig
+    uplift: UpliftConfig
 
 
 @functools.cache
