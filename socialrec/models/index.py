@@ -9,95 +9,222 @@ models/base.py):
   (user → items).
 
 Up to ``exact_threshold`` vectors the index is exact (``IndexFlatIP``: a brute-force scan, a few
-milliseconds at that size). Above it, an HNSW graph (Malkov & Yashunin, "Efficient and robust
-approximate nearest neighbor search using Hierarchical Navigable Small World graphs", TPAMI 2018)
-with ``METRIC_INNER_PRODUCT``; its recall@100 against exact search, measured on a sample of real
-queries (the other side's embeddings), is recorded in ``bundle.meta["index"]`` so a lossy index is
-never silent. Row ``i`` of an index is internal id ``i`` (the IdMap order), so no ``IndexIDMap``
-is needed.
+milliseconds at that size). Above it the index is approximate, of the kind ``approximate`` names:
 
-Serving imports this module (to index a bundle that was saved without indexes): like the bundle
-it indexes, it never imports torch.
+* ``ivfpq`` (the default): an inverted file of ``ivf_lists`` k-means cells whose vectors are
+  product-quantised to ``pq_bytes`` bytes (Jégou et al., "Product quantization for nearest
+  neighbor search", TPAMI 2011); a search scans the ``ivf_nprobe`` cells nearest the query and
+  re-ranks ``refine_factor`` × k candidates with 8-bit scalar-quantised vectors (``IndexRefine``
+  over ``IndexScalarQuantizer``), which recovers what the 16-byte codes lose. 91 bytes per
+  vector at dim 64, against 256 for the exact index and 528 for HNSW;
+* ``hnsw``: a Hierarchical Navigable Small World graph (Malkov & Yashunin, TPAMI 2018) over the
+  full vectors.
+
+bench/vectors.py measures both beside exact search (bench/RESULTS.md, "Vectors"), which is
+where the default kind and its settings come from.
+
+The recall@100 of an approximate index against exact search, measured on a sample of real
+queries (the other side's embeddings) through :func:`search_params` (the parameters serving
+uses), is recorded in ``bundle.meta["index"]``, and an index below ``min_recall`` is refused
+(:class:`IndexRecallError`): a lossy index is never silent. Row ``i`` of an index is internal id
+``i`` (the IdMap order), so no ``IndexIDMap`` is needed.
+
+Serving imports this module (to index a bundle that was saved without indexes, and for the
+per-call search parameters): like the bundle it indexes, it never imports torch.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Literal
 
 import faiss
 import numpy as np
-from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 from socialrec.models.bundle import ModelBundle
 
 #: Cut-off of the recall recorded for approximate indexes.
 RECALL_AT = 100
+#: Training points per IVF cell (FAISS warns below 39).
+TRAIN_PER_LIST = 50
+#: A search probes enough cells to hold this many times the candidates it asks for (cells are
+#: uneven), and at least ``ivf_nprobe``.
+PROBE_MARGIN = 2
 
 
 class IndexConfig(BaseModel):
-    """The ``index:`` config section: the arguments of :func:`build_indexes`."""
+    """The ``index:`` config section: the settings of :func:`build_indexes`."""
 
     model_config = ConfigDict(extra="forbid")
 
     exact_threshold: NonNegativeInt = 200_000  # up to this many vectors: exact search
+    approximate: Literal["ivfpq", "hnsw"] = "ivfpq"  # the index kind above the threshold
+    min_recall: float = Field(0.95, ge=0.0, le=1.0)  # refuse an approximate index below this
     hnsw_m: PositiveInt = 32  # HNSW graph degree
     hnsw_ef_search: PositiveInt = 128  # HNSW search breadth
+    ivf_lists: NonNegativeInt = 0  # IVF cells; 0: 4 * sqrt(n)
+    ivf_nprobe: PositiveInt = 64  # IVF cells scanned per search
+    pq_bytes: PositiveInt = 16  # PQ code size per vector (at most: a divisor of the dimension)
+    refine_factor: PositiveInt = 4  # candidates re-ranked per result (1: no re-ranking)
 
 
-def build_index(vectors: np.ndarray, exact_threshold: int = 200_000, hnsw_m: int = 32,
-                ef_search: int = 128) -> faiss.Index:
-    """An inner-product index over ``vectors`` (rows are ids 0..n-1): exact up to the threshold."""
+class IndexRecallError(ValueError):
+    """An approximate index whose measured recall is below ``index.min_recall``."""
+
+
+def kind(index: faiss.Index) -> str:
+    """``flat``, ``hnsw`` or ``ivfpq``: what serving reports as its strategy (``faiss_<kind>``)."""
+    if isinstance(index, faiss.IndexHNSW):
+        return "hnsw"
+    if isinstance(index, faiss.IndexRefine | faiss.IndexIVF):
+        return "ivfpq"
+    return "flat"
+
+
+def _ivf(index: faiss.Index) -> faiss.IndexIVFPQ:
+    base = faiss.downcast_index(index.base_index) if isinstance(index, faiss.IndexRefine) else index
+    assert isinstance(base, faiss.IndexIVFPQ), type(base)
+    return base
+
+
+def search_params(index: faiss.Index, k: int) -> faiss.SearchParameters | None:
+    """Per-call search parameters for ``k`` results (None: the index's own settings do).
+
+    Passed to each search rather than set on the index, so concurrent requests never race on
+    the index's settings. HNSW returns at most efSearch results, so its beam widens to ``k``;
+    an IVF search probes enough cells to hold the candidates it needs (a campaign-sized push
+    asks for far more than the default cells hold). The parameter classes come from faiss's
+    SWIG module, which mypy cannot see.
+    """
+    if isinstance(index, faiss.IndexHNSW):
+        return faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
+            efSearch=max(index.hnsw.efSearch, k))
+    if kind(index) != "ivfpq":
+        return None
+    ivf = _ivf(index)
+    factor = index.k_factor if isinstance(index, faiss.IndexRefine) else 1
+    per_list = max(1.0, ivf.ntotal / ivf.nlist)
+    nprobe = min(ivf.nlist, max(ivf.nprobe, math.ceil(PROBE_MARGIN * factor * k / per_list)))
+    ivf_params = faiss.SearchParametersIVF(nprobe=nprobe)  # type: ignore[call-arg]
+    if isinstance(index, faiss.IndexRefine):
+        return faiss.IndexRefineSearchParameters(  # type: ignore[call-arg]
+            k_factor=factor, base_index_params=ivf_params)
+    return ivf_params
+
+
+def _ivfpq(x: np.ndarray, config: IndexConfig, seed: int) -> faiss.Index:
+    n, dim = x.shape
+    lists = config.ivf_lists or max(1, round(4 * math.sqrt(n)))
+    lists = min(lists, n)
+    pq_bytes = max(m for m in range(1, min(config.pq_bytes, dim) + 1) if dim % m == 0)
+    quantizer = faiss.IndexFlatIP(dim)
+    ivf = faiss.IndexIVFPQ(quantizer, dim, lists, pq_bytes, 8, faiss.METRIC_INNER_PRODUCT)
+    ivf.nprobe = min(config.ivf_nprobe, lists)
+    index: faiss.Index = ivf
+    if config.refine_factor > 1:
+        refine = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit,
+                                            faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexRefine(ivf, refine)
+        index.k_factor = config.refine_factor
+    # k-means and PQ need a few dozen points per centroid; more only costs training time
+    rows = np.random.default_rng(seed).choice(n, size=min(n, TRAIN_PER_LIST * max(lists, 256)),
+                                              replace=False)
+    index.train(x[np.sort(rows)])
+    return index
+
+
+def build_index(vectors: np.ndarray, config: IndexConfig | None = None,
+                seed: int = 0) -> faiss.Index:
+    """An inner-product index over ``vectors`` (rows are ids 0..n-1): exact up to the threshold,
+    else ``config.approximate`` (recall not checked here: :func:`build_indexes` does)."""
+    config = config or IndexConfig()
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = x.shape
-    if n <= exact_threshold:
+    if n <= config.exact_threshold:
         index: faiss.Index = faiss.IndexFlatIP(dim)
+    elif config.approximate == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = config.hnsw_ef_search  # saved with the index by faiss.write_index
     else:
-        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = ef_search  # saved with the index by faiss.write_index
+        index = _ivfpq(x, config, seed)
     index.add(x)
     return index
 
 
-def recall_at(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray,
-              k: int = RECALL_AT) -> float:
-    """Share of the exact top-``k`` (by inner product over ``vectors``) that ``index`` returns."""
-    k = min(k, len(vectors))
+def exact_topk(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Ids of the exact top-``k`` rows of ``vectors`` by inner product, per query (no copy of
+    ``vectors`` is made: at 10M users that would be 2.5 GB)."""
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
     q = np.ascontiguousarray(queries, dtype=np.float32)
-    exact = faiss.IndexFlatIP(vectors.shape[1])
-    exact.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    _, truth = exact.search(q, k)
-    _, found = index.search(q, k)
+    _, ids = faiss.knn(q, x, min(k, len(x)), metric=faiss.METRIC_INNER_PRODUCT)
+    return ids
+
+
+def recall_at(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray,
+              k: int = RECALL_AT, truth: np.ndarray | None = None) -> float:
+    """Share of the exact top-``k`` (by inner product over ``vectors``; or ``truth``, its ids)
+    that ``index`` returns, searched with the parameters serving uses."""
+    k = min(k, len(vectors))
+    if truth is None:
+        truth = exact_topk(vectors, queries, k)
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    _, found = index.search(q, k, params=search_params(index, k))
     hits = sum(len(np.intersect1d(t, f[f >= 0])) for t, f in zip(truth, found, strict=True))
     return hits / truth.size
 
 
 def describe(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray,
              sample: int, seed: int) -> dict[str, Any]:
-    """What ``bundle.meta["index"]`` records for one index."""
+    """What ``bundle.meta["index"]`` records for one index (recall measured when approximate)."""
     info: dict[str, Any] = {"type": type(index).__name__, "n": int(index.ntotal),
                             "dim": int(index.d), "metric": "inner_product"}
     if isinstance(index, faiss.IndexHNSWFlat):
-        rng = np.random.default_rng(seed)
-        rows = rng.choice(len(queries), size=min(sample, len(queries)), replace=False)
         # nb_neighbors is a SWIG method that faiss's type stubs do not list
         degree = int(index.hnsw.nb_neighbors(1))  # type: ignore[attr-defined]
-        info.update(hnsw_m=degree, ef_search=int(index.hnsw.efSearch), recall_queries=len(rows),
+        info.update(hnsw_m=degree, ef_search=int(index.hnsw.efSearch))
+    elif kind(index) == "ivfpq":
+        ivf = _ivf(index)
+        info.update(ivf_lists=int(ivf.nlist), ivf_nprobe=int(ivf.nprobe), pq_bytes=int(ivf.pq.M),
+                    refine_factor=int(index.k_factor) if isinstance(index, faiss.IndexRefine)
+                    else 1)
+    if kind(index) != "flat":
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(len(queries), size=min(sample, len(queries)), replace=False))
+        info.update(recall_queries=len(rows),
                     **{f"recall_at_{RECALL_AT}": recall_at(index, vectors, queries[rows])})
     return info
 
 
-def build_indexes(bundle: ModelBundle, exact_threshold: int = 200_000, hnsw_m: int = 32,
-                  ef_search: int = 128, recall_sample: int = 200, seed: int = 0) -> None:
+def build_indexes(bundle: ModelBundle, config: IndexConfig | None = None,
+                  recall_sample: int = 200, seed: int = 0) -> None:
     """Set ``bundle.user_index`` / ``bundle.item_index`` and record them in ``meta["index"]``.
 
-    The recall of an HNSW index is measured with ``recall_sample`` queries drawn (``seed``) from
-    the embeddings that query it in serving: item embeddings for the user index, user embeddings
-    for the item index.
+    The recall of an approximate index is measured with ``recall_sample`` queries drawn
+    (``seed``) from the embeddings that query it in serving: item embeddings for the user index,
+    user embeddings for the item index. Raises :class:`IndexRecallError` (and leaves the bundle
+    as it was) when either falls below ``config.min_recall``.
     """
-    bundle.user_index = build_index(bundle.user_emb, exact_threshold, hnsw_m, ef_search)
-    bundle.item_index = build_index(bundle.item_emb, exact_threshold, hnsw_m, ef_search)
-    bundle.meta["index"] = {
-        "exact_threshold": exact_threshold,
-        "user": describe(bundle.user_index, bundle.user_emb, bundle.item_emb, recall_sample, seed),
-        "item": describe(bundle.item_index, bundle.item_emb, bundle.user_emb, recall_sample, seed),
+    config = config or IndexConfig()
+    user_index = build_index(bundle.user_emb, config, seed)
+    item_index = build_index(bundle.item_emb, config, seed)
+    info: dict[str, Any] = {
+        "exact_threshold": config.exact_threshold,
+        "min_recall": config.min_recall,
+        "user": describe(user_index, bundle.user_emb, bundle.item_emb, recall_sample, seed),
+        "item": describe(item_index, bundle.item_emb, bundle.user_emb, recall_sample, seed),
     }
+    key = f"recall_at_{RECALL_AT}"
+    for side in ("user", "item"):
+        found = info[side]
+        if key in found and found[key] < config.min_recall:
+            knob = ("index.ivf_nprobe / index.refine_factor / index.pq_bytes"
+                    if kind(user_index if side == "user" else item_index) == "ivfpq"
+                    else "index.hnsw_ef_search / index.hnsw_m")
+            raise IndexRecallError(
+                f"the {side} index ({found['type']}, {found['n']:,} vectors) finds "
+                f"{found[key]:.3f} of the exact top {RECALL_AT} ({found['recall_queries']} "
+                f"queries), below index.min_recall={config.min_recall}: raise {knob}, or "
+                f"index.exact_threshold above {found['n']:,} for exact search")
+    bundle.user_index, bundle.item_index = user_index, item_index
+    bundle.meta["index"] = info

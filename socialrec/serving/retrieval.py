@@ -23,6 +23,7 @@ import numpy as np
 
 from socialrec.features.ranking import topk_one
 from socialrec.models.bundle import ModelBundle
+from socialrec.models.index import kind, search_params
 from socialrec.serving.rules import (
     CampaignHoldout,
     ExcludeBuyers,
@@ -59,22 +60,16 @@ class PushTargets(NamedTuple):
 
 
 def index_strategy(index: faiss.Index | None) -> str:
-    if index is None:
-        return "exact"
-    return "faiss_hnsw" if isinstance(index, faiss.IndexHNSW) else "faiss_flat"
+    """``faiss_flat``, ``faiss_hnsw`` or ``faiss_ivfpq`` (``exact`` without an index)."""
+    return "exact" if index is None else f"faiss_{kind(index)}"
 
 
 def search(index: faiss.Index, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``k`` rows of ``index`` for one query: ``(ids, scores)``, padding (-1) removed."""
+    """Top ``k`` rows of ``index`` for one query: ``(ids, scores)``, padding (-1) removed (an
+    approximate index may return fewer than ``k``: callers fall back to exact scoring)."""
     q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
-    params = None
-    if isinstance(index, faiss.IndexHNSW):
-        # HNSW returns at most efSearch results: widen the beam for big fetches (per call, so
-        # concurrent requests do not race on the index's own setting). The class comes from
-        # faiss's SWIG module, which mypy cannot see.
-        params = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
-            efSearch=max(index.hnsw.efSearch, k))
-    scores, ids = index.search(q, k, params=params)
+    # per call (HNSW's beam, IVF's cells widened for big fetches): no race between requests
+    scores, ids = index.search(q, k, params=search_params(index, k))
     keep = ids[0] >= 0
     return ids[0][keep], scores[0][keep]
 

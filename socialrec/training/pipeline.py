@@ -26,7 +26,7 @@ from socialrec.features.splits import Split, make_split
 from socialrec.features.tables import Dataset
 from socialrec.models.base import Recommender
 from socialrec.models.bundle import ModelBundle
-from socialrec.models.index import build_indexes
+from socialrec.models.index import IndexConfig, build_indexes
 from socialrec.models.registry import make_model
 from socialrec.models.runtime import FitRuntime
 from socialrec.models.share_features import ShareContext
@@ -177,12 +177,7 @@ def make_bundle(
             "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
         },
     )
-    build_indexes(
-        bundle,
-        exact_threshold=config["index"]["exact_threshold"],
-        hnsw_m=config["index"]["hnsw_m"],
-        ef_search=config["index"]["hnsw_ef_search"],
-    )
+    build_indexes(bundle, IndexConfig.model_validate(config["index"]))
     return bundle
 
 

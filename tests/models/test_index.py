@@ -1,12 +1,14 @@
-"""FAISS index building: exact below the threshold, HNSW above with its recall recorded."""
+"""FAISS index building: exact below the threshold, IVF-PQ or HNSW above with its recall recorded,
+refused below the configured floor."""
 
 from __future__ import annotations
 
 import faiss
 import numpy as np
+import pytest
 
 from socialrec.models.bundle import ModelBundle
-from socialrec.models.index import build_indexes, recall_at
+from socialrec.models.index import IndexConfig, IndexRecallError, build_indexes, recall_at
 from tests.support.bundles import random_bundle
 
 
@@ -25,7 +27,8 @@ def test_exact_indexes_below_the_threshold(tmp_path):
 
 def test_hnsw_above_the_threshold_records_recall(tmp_path):
     b = random_bundle(n_users=3000, n_items=200, dim=16, seed=2)
-    build_indexes(b, exact_threshold=1000, hnsw_m=16, ef_search=64)
+    build_indexes(b, IndexConfig(exact_threshold=1000, approximate="hnsw", hnsw_m=16,
+                                 hnsw_ef_search=64, min_recall=0.9))
     info = b.meta["index"]
     assert info["user"]["type"] == "IndexHNSWFlat" and info["item"]["type"] == "IndexFlatIP"
     assert info["user"]["metric"] == "inner_product"
@@ -36,3 +39,42 @@ def test_hnsw_above_the_threshold_records_recall(tmp_path):
     assert recall_at(b.user_index, b.user_emb, b.item_emb) >= 0.9
     loaded = ModelBundle.load(b.save(tmp_path / "b"))
     assert loaded.user_index.hnsw.efSearch == 64
+
+
+@pytest.fixture(scope="module")
+def ivfpq_bundle():
+    """4000 users above a threshold of 1000: an IVF-PQ user index (8-byte codes, 16 of 253 cells
+    scanned, 4 candidates re-ranked per result); 200 items: an exact item index."""
+    b = random_bundle(n_users=4000, n_items=200, dim=16, seed=5, shares=False)
+    build_indexes(b, IndexConfig(exact_threshold=1000, pq_bytes=8, ivf_nprobe=16,
+                                 refine_factor=4))
+    return b
+
+
+def test_ivfpq_above_the_threshold_records_recall_and_survives_a_save(ivfpq_bundle, tmp_path):
+    b = ivfpq_bundle
+    info = b.meta["index"]
+    assert info["min_recall"] == 0.95
+    user = info["user"]
+    assert user["type"] == "IndexRefine" and info["item"]["type"] == "IndexFlatIP"
+    assert (user["ivf_lists"], user["ivf_nprobe"], user["pq_bytes"], user["refine_factor"]) == (
+        round(4 * 4000 ** 0.5), 16, 8, 4)
+    assert user["recall_queries"] == 200 and 0.95 <= user["recall_at_100"] <= 1.0
+    assert recall_at(b.user_index, b.user_emb, b.item_emb) >= 0.95
+    loaded = ModelBundle.load(b.save(tmp_path / "b"))
+    assert type(loaded.user_index).__name__ == "IndexRefine"
+    assert recall_at(loaded.user_index, b.user_emb, b.item_emb[:50]) == recall_at(
+        b.user_index, b.user_emb, b.item_emb[:50])
+
+
+def test_an_index_below_the_recall_floor_is_refused():
+    b = random_bundle(n_users=4000, n_items=200, dim=16, seed=5, shares=False)
+    before = (b.user_index, dict(b.meta["index"]))
+    # one cell of 253 scanned, 2-byte codes, no re-ranking: far from the exact top 100
+    poor = IndexConfig(exact_threshold=1000, pq_bytes=2, ivf_nprobe=1, refine_factor=1)
+    with pytest.raises(IndexRecallError, match=r"user index .* below index.min_recall=0\.95: "
+                                               r"raise index.ivf_nprobe"):
+        build_indexes(b, poor)
+    assert (b.user_index, b.meta["index"]) == before  # the bundle keeps what it had
+    build_indexes(b, poor.model_copy(update={"min_recall": 0.0}))  # a floor of 0 accepts it
+    assert b.meta["index"]["user"]["recall_at_100"] < 0.95

@@ -24,7 +24,7 @@ from socialrec.features.idmap import IdMap
 from socialrec.features.shares import share_groups
 from socialrec.features.tie_strength import share_matrices
 from socialrec.models.bundle import ModelBundle
-from socialrec.models.index import build_indexes
+from socialrec.models.index import IndexConfig, build_indexes
 from socialrec.models.share_features import ShareContext
 from socialrec.models.share_ranker import examples, fit_share_ranker
 
@@ -36,13 +36,18 @@ HOLD_OUT = 0.2
 def random_bundle(n_users: int = 2000, n_items: int = 500, dim: int = 32, seed: int = 0,
                   n_communities: int = 8, friends: int = 8, interactions: int = 10,
                   no_interactions: float = 0.05, opt_out: float = 0.1, isolated: int = 0,
-                  exact_threshold: int = 200_000, shares: bool = True) -> ModelBundle:
+                  exact_threshold: int = 200_000, shares: bool = True,
+                  index: IndexConfig | None = None) -> ModelBundle:
     """Users ``u0..``, items ``i0..`` in ``n_communities`` categories ``c0..``.
 
     ``no_interactions`` of the users have friends but no interaction of their own (cold users
     known only through the social graph); the last ``isolated`` users have neither friends nor
     interactions; ``opt_out`` of the users did not opt in to pushes. ``shares=False``: no share
     history and no share ranker (a dataset without share records).
+
+    Indexes: ``index`` if given, else exact up to ``exact_threshold`` users and HNSW above (the
+    shipped default, IVF-PQ, needs thousands of vectors to train its quantisers: test worlds
+    ask for it explicitly).
     """
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(n_communities, dim))
@@ -114,7 +119,8 @@ def random_bundle(n_users: int = 2000, n_items: int = 500, dim: int = 32, seed: 
               "categories": [f"c{i}" for i in range(n_communities)]},
         **history,
     )
-    build_indexes(bundle, exact_threshold=exact_threshold)
+    build_indexes(bundle, index or IndexConfig(exact_threshold=exact_threshold,
+                                             approximate="hnsw"))
     return bundle
 
 
