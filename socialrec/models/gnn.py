@@ -134,11 +134,13 @@ class SocialGNN(nn.Module):
         num_layers: propagation layers ``L``; the final embedding is the mean of layers ``0..L``.
         item_bias: learn one scalar per item beside the embeddings (the softmax loss adds it to
             the cosine logits: a cosine alone cannot say how popular an item is).
+        user_bias: learn one scalar per user (the item-side softmax adds it to the cosine logits:
+            a cosine alone cannot say how likely a user is to act at all).
     """
 
     def __init__(
         self, num_users: int, num_items: int, embedding_dim: int = 64, num_layers: int = 3,
-        item_bias: bool = False,
+        item_bias: bool = False, user_bias: bool = False,
     ) -> None:
         super().__init__()
         self.num_users = num_users
@@ -146,6 +148,7 @@ class SocialGNN(nn.Module):
         self.num_layers = num_layers
         self.embedding = nn.Embedding(num_users + num_items, embedding_dim)
         self.item_bias = nn.Parameter(torch.zeros(num_items)) if item_bias else None
+        self.user_bias = nn.Parameter(torch.zeros(num_users)) if user_bias else None
         #: one layer, ``adj @ x``; a rank of a distributed fit multiplies its block of rows and
         #: gathers the others' (training/distributed.py)
         self.propagation: Callable[[Tensor, Tensor], Tensor] = propagate
@@ -153,8 +156,9 @@ class SocialGNN(nn.Module):
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.embedding.weight, std=0.1)
-        if self.item_bias is not None:
-            nn.init.zeros_(self.item_bias)
+        for bias in (self.item_bias, self.user_bias):
+            if bias is not None:
+                nn.init.zeros_(bias)
 
     def layers(self, adj: Tensor, noise_eps: float = 0.0) -> list[Tensor]:
         """Embeddings of all nodes (users first) at layers ``0..L``.

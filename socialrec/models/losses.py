@@ -9,9 +9,10 @@ how); the arithmetic is kept operation for operation, so a seed trains to the sa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -123,6 +124,57 @@ class SoftmaxLoss:
                 touched, size = share.items, share.size
             loss = loss + self.l2 * l2_term(e0, users, num_users + touched) / size
         return loss
+
+
+@dataclass(frozen=True)
+class PushSoftmaxLoss:
+    """The item-side softmax: each training positive (u, i) of the batch puts its user against the
+    other users, for its item — the question a push asks (which users for this item?).
+
+    Scores are cosines divided by ``temperature`` plus the user's learned bias (how likely the
+    user is to act at all; the user-side softmax over items cannot learn it, since it cancels
+    there). Each positive competes with every user who is not a training user of the item
+    (``negatives=0``; ``item_users``, items × users, says who they are — without it only the
+    batch's own positives are left out) or with ``negatives`` uniformly sampled users shared by the
+    batch (with the log(U / n) correction of :class:`SoftmaxLoss`). Weighted by ``weights`` and
+    normalised like :class:`SoftmaxLoss`; no L2 of its own (the user-side loss it is added to
+    charges the rows).
+
+    Added to the user-side softmax it makes the two-sided objective of a joint model,
+    ``log P(u, i) = log P(i | u) + log P(u)`` up to constants: the item bias ranks items for a
+    user, the user bias ranks users for an item, and one inner product serves both
+    (models/socialgnn.py).
+    """
+
+    temperature: float
+    negatives: int = 0
+    item_users: sp.csr_matrix | None = field(default=None, compare=False)
+
+    def __call__(self, user_emb: Tensor, item_emb: Tensor, users: Tensor, rows: Tensor,
+                 items: Tensor, weights: Tensor, user_bias: Tensor) -> Tensor:
+        t, n_users = self.temperature, user_emb.shape[0]
+        touched, at = torch.unique(items, return_inverse=True)
+        v = F.normalize(item_emb[touched], dim=-1)
+        pos_users = users[rows]
+        pos_scores = (v[at] * F.normalize(user_emb[pos_users], dim=-1)).sum(-1) / t
+        pos_scores = pos_scores + user_bias[pos_users]
+        if 0 < self.negatives < n_users:
+            pool = torch.randint(0, n_users, (self.negatives,))
+            logits = v @ F.normalize(user_emb[pool], dim=-1).T / t + user_bias[pool]
+            neg_lse = torch.logsumexp(logits, dim=1) + np.log(n_users / self.negatives)
+        else:
+            logits = v @ F.normalize(user_emb, dim=-1).T / t + user_bias
+            if self.item_users is None:
+                blocked = (at, pos_users)
+            else:
+                block = self.item_users[touched.numpy()]
+                blocked = (torch.from_numpy(np.repeat(np.arange(len(touched)),
+                                                      np.diff(block.indptr))),
+                           torch.from_numpy(block.indices.astype(np.int64)))
+            logits = logits.index_put(blocked, torch.tensor(-torch.inf))
+            neg_lse = torch.logsumexp(logits, dim=1)
+        nll = torch.logaddexp(pos_scores, neg_lse[at]) - pos_scores
+        return (weights * nll).sum() / weights.sum()
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
+from scipy.special import logsumexp
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
@@ -25,7 +26,14 @@ from socialrec.features.tie_strength import graph_tie_strength
 from socialrec.models.base import Recommender, Validator
 from socialrec.models.baselines import ConfidenceWeighting, implicit_confidence
 from socialrec.models.gnn import SocialGNN, SocialNorm, normalized_adjacency
-from socialrec.models.losses import BatchShare, BPRLoss, ContrastiveLoss, IALSLoss, SoftmaxLoss
+from socialrec.models.losses import (
+    BatchShare,
+    BPRLoss,
+    ContrastiveLoss,
+    IALSLoss,
+    PushSoftmaxLoss,
+    SoftmaxLoss,
+)
 from socialrec.models.registry import ModelConfig, register_model
 from socialrec.models.runtime import LOCAL, FitHistory, FitRuntime, FitState
 
@@ -61,6 +69,17 @@ class SocialGNNConfig(ModelConfig):
     item_bias_init: Literal["zero", "log_popularity"] = Field(
         "zero", description="start the item bias at zero or at the centred log of the item's "
                             "loss weight")
+    push_weight: float = Field(
+        0.0, ge=0.0, description="softmax: weight of the item-side softmax (each positive's user "
+                                 "against the other users, for its item; a learned per-user "
+                                 "bias, served as one more column) added to the loss; 0: off")
+    push_negatives: int = Field(
+        0, ge=0, description="push_weight > 0: 0 = every user; n > 0 = n uniformly sampled users "
+                             "per step (many users)")
+    calibration: Literal["none", "activity"] = Field(
+        "none", description="softmax: activity = serve tau * (log P(i|u) + log(1 + n_u)) (n_u: the "
+                            "user's training items) so that a push ranks users by how likely "
+                            "they are to act; item rankings of a user are unchanged")
     users_per_step: int = Field(
         256, description="softmax, ials: users per step (each with all its training positives)")
     confidence_alpha: float = Field(
@@ -104,8 +123,11 @@ class SocialGNNConfig(ModelConfig):
         if not 0 <= self.cl_layer <= self.num_layers:
             raise ValueError(f"cl_layer must be in 0..num_layers={self.num_layers}, "
                              f"got {self.cl_layer}")
-        if self.item_bias and self.loss != "softmax":
-            raise ValueError(f"item_bias needs loss 'softmax', got {self.loss!r}")
+        for name in ("item_bias", "push_weight"):
+            if getattr(self, name) and self.loss != "softmax":
+                raise ValueError(f"{name} needs loss 'softmax', got {self.loss!r}")
+        if self.calibration != "none" and self.loss != "softmax":
+            raise ValueError(f"calibration needs loss 'softmax', got {self.loss!r}")
         return self
 
 
@@ -188,6 +210,28 @@ class UserBatchSampler:
                    torch.from_numpy(block.indices.astype(np.int64)), torch.from_numpy(block.data))
 
 
+def calibrate_for_push(user_emb: np.ndarray, item_emb: np.ndarray, log_activity: np.ndarray,
+                       temperature: float, chunk_entries: int = 1 << 24
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Served embeddings whose score is ``τ·(log P(i | u) + log_activity[u])``: one more column,
+    ``τ·(log_activity[u] − logsumexp_i(s_ui / τ))`` for users and 1 for items, where ``s_ui`` is
+    the served score (cosine + τ·bias) and ``P(i | u)`` the model's softmax over the catalogue.
+
+    A softmax over items is normalised per user, so its scores say which items a user prefers but
+    not which users are likely to act on an item; adding the user's log normaliser back and a log
+    prior of activity makes scores comparable across users (a push), while a user's item ranking
+    is unchanged (the column is constant per user). The log-sum-exp is computed over blocks of
+    users of at most ``chunk_entries`` scores, never the whole users × items matrix at once."""
+    lse = np.empty(len(user_emb), dtype=np.float64)
+    step = max(1, chunk_entries // max(len(item_emb), 1))
+    for start in range(0, len(user_emb), step):
+        logits = (user_emb[start:start + step] @ item_emb.T).astype(np.float64) / temperature
+        lse[start:start + step] = logsumexp(logits, axis=1)
+    column = (temperature * (log_activity - lse)).astype(np.float32)
+    return (np.hstack([user_emb, column[:, None]]),
+            np.hstack([item_emb, np.ones((len(item_emb), 1), dtype=np.float32)]))
+
+
 @contextmanager
 def limit_threads(n: int | None):
     """Run torch and the BLAS under numpy with ``n`` threads inside the block (``None``: as is).
@@ -247,6 +291,7 @@ class SocialGNNRecommender(Recommender):
         self._user_emb: np.ndarray | None = None
         self._item_emb: np.ndarray | None = None
         self._unseen_items = np.zeros(0, dtype=bool)
+        self._log_activity = np.zeros(0, dtype=np.float32)
 
     def adjacency(self, data: GraphData) -> torch.Tensor:
         """The normalised propagation graph of ``data`` under this model's settings."""
@@ -264,10 +309,14 @@ class SocialGNNRecommender(Recommender):
         ``step(adj, *batch)`` returns the batch's loss (``bench/train_scale.py`` times them)."""
         c = self.config
         if c.loss == "softmax":
-            user_sampler = UserBatchSampler(self._loss_weights(data.train), c.seed)
+            weights = self._loss_weights(data.train)
+            user_sampler = UserBatchSampler(weights, c.seed)
             softmax = SoftmaxLoss(c.temperature, c.l2, c.softmax_negatives)
+            push = None
+            if c.push_weight > 0:
+                push = PushSoftmaxLoss(c.temperature, c.push_negatives, weights.T.tocsr())
             return (lambda: user_sampler.epoch(c.users_per_step),
-                    partial(self._softmax_step, softmax))
+                    partial(self._softmax_step, softmax, push))
         if c.loss == "ials":
             confidence = implicit_confidence(data.train, c.confidence_alpha,
                                              c.confidence_weighting)
@@ -308,17 +357,25 @@ class SocialGNNRecommender(Recommender):
             if self.config.loss == "softmax":
                 u, i = F.normalize(u, dim=-1), F.normalize(i, dim=-1)
         dim = i.shape[1]
+        t = self.config.temperature
         if m.item_bias is not None:
             # cos + τ·b ranks as the loss's cos/τ + b does
-            bias = (self.config.temperature * m.item_bias.detach()).unsqueeze(1)
             u = torch.cat([u, torch.ones(len(u), 1)], dim=1)
-            i = torch.cat([i, bias], dim=1)
+            i = torch.cat([i, (t * m.item_bias.detach()).unsqueeze(1)], dim=1)
+        if m.user_bias is not None:
+            # the same for the user's bias: it shifts every score of the user alike, so it
+            # changes no user's item ranking, only how users rank for an item
+            u = torch.cat([u, (t * m.user_bias.detach()).unsqueeze(1)], dim=1)
+            i = torch.cat([i, torch.ones(len(i), 1)], dim=1)
         items = i.numpy().astype(np.float32)
         # An item with no training edge keeps its random initial vector, which the cosine would
         # scale to a full-length random direction: it scores 0 instead (its learned bias, if any),
         # as in ALS. On Epinions' temporal split 26 % of the catalogue is such items.
         items[self._unseen_items, :dim] = 0.0
-        return u.numpy().astype(np.float32), items
+        users = u.numpy().astype(np.float32)
+        if self.config.calibration == "activity":
+            users, items = calibrate_for_push(users, items, self._log_activity, t)
+        return users, items
 
     def fit(self, data: GraphData, show_progress: bool = True) -> Self:
         with limit_threads(self.config.num_threads):
@@ -331,7 +388,9 @@ class SocialGNNRecommender(Recommender):
         adj = run.adjacency(lambda: self.adjacency(data))
         self._unseen_items = np.asarray(data.train.astype(bool).sum(axis=0)).ravel() == 0
         self.module = SocialGNN(data.n_users, data.n_items, c.embedding_dim, c.num_layers,
-                                item_bias=c.item_bias)
+                                item_bias=c.item_bias, user_bias=c.push_weight > 0)
+        self._log_activity = np.log1p(np.diff(sp.csr_matrix(data.train).indptr)).astype(
+            np.float32)
         if self.module.item_bias is not None and c.item_bias_init == "log_popularity":
             self._init_bias_at_log_popularity(data.train)
         run.prepare(self.module, c)
@@ -417,13 +476,18 @@ class SocialGNNRecommender(Recommender):
         loss = bpr(user_emb, item_emb, users, pos, neg, m.embedding.weight, m.num_users, share)
         return self._with_contrast(loss, adj, emb, layers, users, pos)
 
-    def _softmax_step(self, softmax: SoftmaxLoss, adj: torch.Tensor, users: torch.Tensor,
-                      rows: torch.Tensor, items: torch.Tensor, weights: torch.Tensor,
+    def _softmax_step(self, softmax: SoftmaxLoss, push: PushSoftmaxLoss | None,
+                      adj: torch.Tensor, users: torch.Tensor, rows: torch.Tensor,
+                      items: torch.Tensor, weights: torch.Tensor,
                       share: BatchShare | None = None) -> torch.Tensor:
         m = self._built()
         layers, emb, user_emb, item_emb = self._forward(adj)
         loss = softmax(user_emb, item_emb, users, rows, items, weights, m.embedding.weight,
                        m.num_users, m.item_bias, share)
+        if push is not None:
+            assert m.user_bias is not None
+            loss = loss + self.config.push_weight * push(user_emb, item_emb, users, rows, items,
+                                                         weights, m.user_bias)
         return self._with_contrast(loss, adj, emb, layers, users, items)
 
     def _ials_step(self, ials: IALSLoss, adj: torch.Tensor, users: torch.Tensor,

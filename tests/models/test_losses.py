@@ -1,9 +1,11 @@
 """The GNN's losses against their definitions written out pair by pair, on tiny random tables."""
 
+import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
-from socialrec.models.losses import IALSLoss, SoftmaxLoss, l2_term
+from socialrec.models.losses import IALSLoss, PushSoftmaxLoss, SoftmaxLoss, l2_term
 
 N_USERS, N_ITEMS, DIM = 6, 9, 4
 
@@ -62,3 +64,38 @@ def test_full_softmax_puts_each_positive_against_the_users_non_positives(batch):
     sampled = SoftmaxLoss(t, l2, negatives=N_ITEMS)
     torch.testing.assert_close(
         sampled(user_emb, item_emb, users, rows, items, weights, e0, N_USERS, bias), got)
+
+
+def test_push_softmax_puts_each_positive_user_against_the_items_other_users(batch):
+    """For every positive (u, i): -log softmax over the users who are not training users of i
+    (and u itself) of cos(u', i)/τ + b_u'; weighted like the user-side loss."""
+    _, user_emb, item_emb, users, rows, items, weights = batch
+    t = 0.5
+    bias = torch.randn(N_USERS, generator=torch.Generator().manual_seed(2))
+    cos = torch.nn.functional.normalize(item_emb, dim=-1) @ torch.nn.functional.normalize(
+        user_emb, dim=-1).T
+    logits = cos / t + bias  # items x users
+    train = np.zeros((N_USERS, N_ITEMS), dtype=np.float32)
+    train[users[rows].numpy(), items.numpy()] = 1.0
+    train[0, 5] = train[2, 2] = 1.0  # training users of touched items outside the batch
+    item_users = sp.csr_matrix(train.T)
+    nll = []
+    for row, item in zip(rows.tolist(), items.tolist(), strict=True):
+        user = int(users[row])
+        negatives = [v for v in range(N_USERS) if train[v, item] == 0]
+        nll.append(torch.logsumexp(logits[item, [user, *negatives]], 0) - logits[item, user])
+    expected = (weights * torch.stack(nll)).sum() / weights.sum()
+    full = PushSoftmaxLoss(t, item_users=item_users)
+    torch.testing.assert_close(full(user_emb, item_emb, users, rows, items, weights, bias),
+                               expected)
+    # sampled: every positive against the same uniform draw of users (as the user-side loss)
+    torch.manual_seed(0)
+    pool = torch.randint(0, N_USERS, (3,))
+    torch.manual_seed(0)
+    got = PushSoftmaxLoss(t, negatives=3)(user_emb, item_emb, users, rows, items, weights, bias)
+    nll = []
+    for row, item in zip(rows.tolist(), items.tolist(), strict=True):
+        pos = logits[item, int(users[row])]
+        neg = torch.logsumexp(logits[item, pool], 0) + np.log(N_USERS / 3)
+        nll.append(torch.logaddexp(pos, neg) - pos)
+    torch.testing.assert_close(got, (weights * torch.stack(nll)).sum() / weights.sum())
