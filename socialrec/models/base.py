@@ -41,6 +41,11 @@ class Recommender(ABC):
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         """``(user_emb, item_emb)`` as float32 arrays; score(u, i) = user_emb[u] @ item_emb[i]."""
 
+    def warm_start_state(self) -> dict[str, np.ndarray] | None:
+        """The parameters a retrain of this model can start from (models/warm_start.py), kept in
+        its bundle; None: this model always trains from scratch."""
+        return None
+
     def recommend(
         self,
         users: np.ndarray,

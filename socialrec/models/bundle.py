@@ -14,6 +14,8 @@ Layout of a bundle directory::
     share_ranker.json    learned share-partner weights (optional)
     share_counts.npz share_joins.npz  sharer×recipient counts of training shares / joins (optional)
     user_index.faiss item_index.faiss  FAISS indexes over the embeddings (optional)
+    warm_start/          layer-0 parameters a retrain starts from (optional; models/warm_start.py;
+                         written by save, never read by load: serving does not need them)
     uplift/              uplift model: LightGBM text boosters + manifest.json (optional;
                          models/uplift.py)
 
@@ -32,6 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from socialrec.features.idmap import IdMap
+from socialrec.models import warm_start
 from socialrec.models.uplift import MANIFEST, UpliftModel
 
 SCHEMA_VERSION = 1
@@ -65,6 +68,7 @@ class ModelBundle:
     share_joins: sp.csr_matrix | None = None
     user_index: faiss.Index | None = None
     item_index: faiss.Index | None = None
+    warm_start: dict[str, np.ndarray] | None = None  # saved only (models/warm_start.py)
     uplift: UpliftModel | None = None
 
     def __post_init__(self) -> None:
@@ -97,6 +101,8 @@ class ModelBundle:
             faiss.write_index(self.user_index, str(path / "user_index.faiss"))
         if self.item_index is not None:
             faiss.write_index(self.item_index, str(path / "item_index.faiss"))
+        if self.warm_start is not None:
+            warm_start.save_state(path, self.warm_start)
         if self.uplift is not None:
             self.uplift.save(path / "uplift")
         (path / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str))

@@ -36,6 +36,14 @@ from socialrec.models.losses import (
 )
 from socialrec.models.registry import ModelConfig, register_model
 from socialrec.models.runtime import LOCAL, FitHistory, FitRuntime, FitState
+from socialrec.models.warm_start import (
+    ITEM_BIAS,
+    ITEMS,
+    USER_BIAS,
+    USERS,
+    initial_tables,
+    load_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +125,10 @@ class SocialGNNConfig(ModelConfig):
     num_threads: int | None = Field(
         None, description="torch threads while fitting (None: torch's default)")
     seed: int = Field(2026, description="initialisation and sampling seed")
+    warm_start: str | None = Field(
+        None, description="a parent version's bundle directory: the fit starts from its layer-0 "
+                          "parameters (ids it knew keep their rows, new ones start from their "
+                          "graph neighbours; models/warm_start.py); set by socialrec retrain")
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Self:
@@ -291,6 +303,8 @@ class SocialGNNRecommender(Recommender):
         self._user_emb: np.ndarray | None = None
         self._item_emb: np.ndarray | None = None
         self._unseen_items = np.zeros(0, dtype=bool)
+        #: how a warm start began each row (models/warm_start.py), when it did
+        self.warm_start_counts: dict[str, int] = {}
         self._log_activity = np.zeros(0, dtype=np.float32)
 
     def adjacency(self, data: GraphData) -> torch.Tensor:
@@ -393,6 +407,8 @@ class SocialGNNRecommender(Recommender):
             np.float32)
         if self.module.item_bias is not None and c.item_bias_init == "log_popularity":
             self._init_bias_at_log_popularity(data.train)
+        if c.warm_start:
+            self._start_from_parent(data)
         run.prepare(self.module, c)
         optimizer = torch.optim.Adam(self.module.parameters(), lr=c.lr)
         batches, step = self.training_steps(data)
@@ -512,6 +528,33 @@ class SocialGNNRecommender(Recommender):
             view1 = m.get_embedding(adj, noise_eps=c.cl_eps)
             view2 = m.get_embedding(adj, noise_eps=c.cl_eps)
         return loss + self.contrast(m.split(view1), m.split(view2), users, items)
+
+    def _start_from_parent(self, data: GraphData) -> None:
+        """Layer-0 parameters from the parent bundle ``warm_start`` names (models/warm_start.py);
+        how each row started is kept in ``warm_start_counts``."""
+        m = self._built()
+        assert self.config.warm_start is not None
+        weight = m.embedding.weight.detach().numpy()
+        start = initial_tables(load_state(self.config.warm_start), data, weight[:m.num_users],
+                               weight[m.num_users:])
+        with torch.no_grad():
+            m.embedding.weight.copy_(torch.from_numpy(np.vstack([start.users, start.items])))
+            # getattr: a module without a per-user bias (push_weight 0) has none to start
+            user_bias = getattr(m, "user_bias", None)
+            for bias, values in ((m.item_bias, start.item_bias), (user_bias, start.user_bias)):
+                if bias is not None and values is not None:
+                    bias.copy_(torch.from_numpy(values))
+        self.warm_start_counts = start.counts
+
+    def warm_start_state(self) -> dict[str, np.ndarray] | None:
+        """The fitted layer-0 embeddings (users, items) and biases, for a retrain's warm start."""
+        m = self._built()
+        weight = m.embedding.weight.detach().numpy()
+        state = {USERS: weight[:m.num_users].copy(), ITEMS: weight[m.num_users:].copy()}
+        for name, bias in ((ITEM_BIAS, m.item_bias), (USER_BIAS, getattr(m, "user_bias", None))):
+            if bias is not None:
+                state[name] = bias.detach().numpy().copy()
+        return state
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         if self._user_emb is None or self._item_emb is None:

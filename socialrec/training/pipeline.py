@@ -166,6 +166,7 @@ def make_bundle(
         share_ranker=ranker,
         share_counts=context.share_counts,
         share_joins=context.share_joins,
+        warm_start=model.warm_start_state(),
         meta={
             "model_name": model.name,
             "dataset": config["dataset"]["name"],
@@ -175,6 +176,7 @@ def make_bundle(
             "metrics": metrics,
             "categories": graph.categories,
             "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
+            "warm_start": getattr(model, "warm_start_counts", None) or None,
         },
     )
     build_indexes(bundle, IndexConfig.model_validate(config["index"]))
