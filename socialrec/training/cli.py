@@ -188,6 +188,36 @@ def data_describe(config: ConfigOpt = None, set_: SetOpt = None) -> None:
                 console.print(f"      e.g. {example}")
 
 
+@data_app.command("build-tables")
+def data_build_tables(
+    out: Annotated[Path, typer.Option(help="Folder to write (replaced once complete).")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    master: Annotated[str, typer.Option(help="Spark master: local[N], or a cluster's URL.")] = (
+        "local[*]"),
+    memory: Annotated[str, typer.Option(help="Spark driver memory.")] = "4g",
+) -> None:
+    """The Spark feature job: the dataset.files event logs -> canonical tables, the split and
+    tie strengths as Parquet (features/spark_job.py); train on them with dataset.source: tables,
+    dataset.path: OUT, split.method: given."""
+    from socialrec.features.spark_job import build_tables, spark_session
+    from socialrec.features.validation import DataError
+    from socialrec.training.config import data_root
+
+    cfg = load_or_exit(config, set_)
+    spark = spark_session(master, memory)
+    try:
+        summary = build_tables(spark, cfg, out, data_root(cfg), Path.cwd())
+    except (DataError, ValueError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    finally:
+        spark.stop()
+    for name, rows in summary.rows.items():
+        console.print(f"  {name:<20} {rows:>12,}")
+    console.print(f"{summary.protocol}\nwritten to {summary.out} in {summary.seconds:.0f} s")
+
+
 @app.command()
 def benchmark(
     config: ConfigOpt = None,

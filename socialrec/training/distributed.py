@@ -96,6 +96,9 @@ def launch_problem(config: dict[str, Any], nproc: int) -> str | None:
         return f"model {name!r} trains in one process; socialgnn and lightgcn train on several"
     model = config["model"].get(name) or {}
     merged = {**(config["model"].get("socialgnn") or {}), **model}
+    for key in ("cl_weight", "push_weight"):
+        if merged.get(key, 0) > 0:
+            return unsupported(name, key)
     loss = merged.get("loss", "softmax")
     key = "batch_size" if loss == "bpr" else "users_per_step"
     per_step = merged.get(key, 4096 if loss == "bpr" else 256)
@@ -105,12 +108,31 @@ def launch_problem(config: dict[str, Any], nproc: int) -> str | None:
     return None
 
 
+def unsupported(model: str, key: str) -> str:
+    return (f"model.{model}.{key} > 0 is not supported by a distributed fit yet (its term is "
+            f"not split over ranks); train it in one process")
+
+
 def launch(nproc: int, max_restarts: int, args: list[str]) -> None:
     """Replace this process by torchrun starting ``nproc`` ranks of ``socialrec <args>``."""
     if nproc < 1:
         raise ValueError(f"--nproc must be at least 1, got {nproc}")
-    command = torchrun_command(nproc, max_restarts, args)
+    command = torchrun_command(nproc, max_restarts, without_nproc(args))
     os.execv(command[0], command)
+
+
+def without_nproc(args: list[str]) -> list[str]:
+    """``args`` less ``--nproc N`` / ``--nproc=N`` (torchrun would take it for its own
+    ``--nproc-per-node``; the ranks know they are ranks from their environment)."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 @dataclass
@@ -312,12 +334,9 @@ class RankRuntime(FitRuntime):
         return row_block(indptr, indices, data, self.partition.mine)
 
     def prepare(self, module: nn.Module, config: Any) -> None:
-        for name, refused in (("cl_weight", config.cl_weight > 0),
-                              ("push_weight", getattr(config, "push_weight", 0) > 0)):
-            if refused:
-                raise ValueError(f"model.socialgnn.{name} > 0 is not supported by a distributed "
-                                 f"fit yet (its term is not split over ranks); train it with "
-                                 f"one process")
+        for key in ("cl_weight", "push_weight"):
+            if getattr(config, key, 0) > 0:
+                raise ValueError(unsupported("socialgnn", key))
         self.loss = config.loss
         for param in module.parameters():  # every rank starts from rank 0's initialisation
             dist.broadcast(param.data, src=0)

@@ -190,3 +190,79 @@ def test_the_launcher_is_torchrun():
     assert "--nproc-per-node=3" in command and "--max-restarts=2" in command
     assert command[-5:] == ["-m", "socialrec.cli", "train", "--config", "x.yaml"]
     assert sys.executable  # the launcher runs beside this interpreter
+
+
+# --- the command, end to end ---------------------------------------------------------------------
+
+TINY = """
+dataset:
+  name: tiny
+  source: synthetic
+  synthetic: {n_users: 500, n_items: 150, n_communities: 5, seed: 3}
+split: {method: temporal, ratios: [0.8, 0.1, 0.1]}
+model:
+  name: socialgnn
+  socialgnn: {loss: ials, users_per_step: 128, embedding_dim: 16, num_layers: 2, epochs: 2,
+              num_threads: 1, l2: 0.05}
+tracking:
+  uri: sqlite:///{tmp}/mlruns.db
+  artifact_root: {tmp}/mlruns
+distributed:
+  checkpoint_dir: {tmp}/checkpoints
+  max_restarts: 0
+  timeout_s: 120
+"""
+
+
+def _tiny_config(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY.replace("{tmp}", str(tmp_path)))
+    return path
+
+
+def _socialrec(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    return subprocess.run([str(Path(sys.executable).with_name("socialrec")), *args],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+
+
+def _registered(tmp_path: Path) -> tuple[list, list]:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    versions = client.search_model_versions("name='socialrec-tiny'")
+    return runs, versions
+
+
+@pytest.mark.slow
+def test_train_nproc_2_logs_and_registers_once_from_rank_0(tmp_path):
+    done = _socialrec(["train", "--config", str(_tiny_config(tmp_path)), "--nproc", "2",
+                       "--bundle-out", str(tmp_path / "bundle")], tmp_path)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert "registered socialrec-tiny version 1" in done.stdout
+    runs, versions = _registered(tmp_path)
+    assert len(runs) == 1 and len(versions) == 1  # rank 1 logged nothing
+    assert runs[0].data.tags["distributed.world_size"] == "2"
+    assert runs[0].info.status == "FINISHED"
+    assert (tmp_path / "bundle" / "meta.json").exists()
+    assert not any((tmp_path / "checkpoints").iterdir())  # removed once the fit ended
+
+
+@pytest.mark.slow
+def test_a_failing_rank_leaves_no_model(tmp_path):
+    """Started by torchrun directly (as on a cluster): the ranks refuse a setting they cannot
+    split; the run fails and nothing is registered or bundled."""
+    config = _tiny_config(tmp_path)
+    command = torchrun_command(2, 0, ["train", "--config", str(config), "--set",
+                                      "model.socialgnn.cl_weight=0.1",
+                                      "--bundle-out", str(tmp_path / "bundle")])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode != 0
+    assert "model.socialgnn.cl_weight > 0 is not supported by a distributed fit" in (
+        done.stdout + done.stderr)
+    runs, versions = _registered(tmp_path)
+    assert versions == [] and not (tmp_path / "bundle").exists()
+    assert all(run.info.status != "FINISHED" for run in runs)
