@@ -48,6 +48,8 @@ def serve(
     env["MLFLOW_TRACKING_URI"] = tracking.tracking_uri(cfg)  # already honours the environment
     env.setdefault("SOCIALREC_MODEL", cfg["serving"]["model"])
     env.setdefault("SOCIALREC_ALIAS", cfg["serving"]["alias"])
+    for endpoint, alias in cfg["serving"]["aliases"].items():  # the best model per task
+        env.setdefault(f"SOCIALREC_ALIAS_{endpoint.upper()}", alias)
     env.setdefault("SOCIALREC_EVENT_STORE", tracking.anchored_sqlite(cfg["serving"]["event_store"]))
     if cfg["serving"].get("experiments"):
         experiments = Path(cfg["serving"]["experiments"])
@@ -87,7 +89,8 @@ def push(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     alias: Annotated[
-        str | None, typer.Option(help="Registry alias (default serving.alias).")
+        str | None, typer.Option(
+            help="Registry alias (default serving.aliases.push_targets, else serving.alias).")
     ] = None,
     exclude_buyers: Annotated[bool, typer.Option(help="Drop users who bought the item.")] = True,
     respect_opt_out: Annotated[bool, typer.Option(help="Drop users who opted out.")] = True,
@@ -105,7 +108,7 @@ def push(
     from socialrec.serving.schemas import FrequencyCapRule, PushRules
 
     cfg = load_or_exit(config, set_)
-    bundle, version = _registry_bundle(cfg, alias)
+    bundle, version = _registry_bundle(cfg, alias or cfg["serving"]["aliases"].get("push_targets"))
     cap = (
         None
         if max_pushes is None

@@ -89,6 +89,13 @@ def train(
             return
         _print_result(cfg, rank_result)
         return
+    if cfg["model"]["name"] == "auto":
+        if bundle_out is not None:
+            console.print("[red]--bundle-out keeps one model's bundle; model.name auto registers "
+                          "one per winning candidate[/red]")
+            raise typer.Exit(2)
+        _train_auto(cfg, metrics_out, promote, not no_register)
+        return
     try:
         result = run_training(
             cfg,
@@ -123,6 +130,43 @@ def _print_result(cfg: dict, result: Any) -> None:
         )
 
 
+def _train_auto(cfg: dict, metrics_out: Path | None, promote: bool, register: bool) -> None:
+    """``model.name: auto``: every candidate, then the winner of each alias (training/auto.py)."""
+    from socialrec.features.validation import DataError
+    from socialrec.training.auto import run_auto
+
+    try:
+        result = run_auto(cfg, promote=promote, register=register, metrics_out=metrics_out)
+    except (DataError, ConfigError) as err:
+        console.print(f"[red]{type(err).__name__}:[/red] {err}")
+        raise typer.Exit(2) from None
+    metric = cfg["model"]["auto"]["metric"]
+    tasks = [t for t in ("recommend", "push", "share")
+             if any(t in r.valid_metrics for r in result.candidates.values())]
+    table = Table(title=f"model.name auto on {cfg['dataset']['name']}: validation {metric} "
+                        f"(chooses) and test {metric}")
+    table.add_column("candidate")
+    for task in tasks:
+        table.add_column(f"valid {task}", justify="right")
+        table.add_column(f"test {task}", justify="right")
+    table.add_column("serves")
+    for label, run in result.candidates.items():
+        cells = []
+        for task in tasks:
+            cells.append(f"{run.valid_metrics[task][metric]:.4f}")
+            test = run.metrics.get(task, {}).get(metric)
+            cells.append("—" if test is None else f"{test:.4f}")
+        won = [f"{', '.join(result.endpoints[a])} ({a})" for a, w in result.winners.items()
+               if w == label]
+        table.add_row(label, *cells, "; ".join(won) or "—")
+    console.print(table)
+    for label, version in result.versions.items():
+        console.print(f"registered [bold]{result.candidates[label].registered_model}[/bold] "
+                      f"version {version} ({label}), aliases: "
+                      f"{', '.join(result.aliases_set[label]) or 'none'}")
+    console.print(f"peak memory {result.peak_memory_mb:.0f} MB")
+
+
 @app.command()
 def promote(
     model: Annotated[str, typer.Option(help="Registered model name.")],
@@ -140,7 +184,7 @@ def promote(
     rows: list[tuple[str, float | None, float]]
     try:
         rows = tracking.promote(
-            client, model, version, alias, cfg["tracking"]["gate_metrics"], force
+            client, model, version, alias, tracking.gate_metrics_for(cfg, alias), force
         )
         ok = True
     except tracking.GateRefused as refused:

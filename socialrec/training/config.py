@@ -33,13 +33,21 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 from pydantic_core import ErrorDetails
 
 from socialrec.evaluation.config import EvaluationConfig, check_metric_name
+from socialrec.evaluation.objective import check_objective
 from socialrec.features.graph import GraphConfig
 from socialrec.features.loader import DatasetConfig, dataset_model
 from socialrec.features.loader import data_root as loader_data_root
@@ -70,19 +78,35 @@ class ConfigError(ValueError):
 # --- the sections configured here, and the whole config -----------------------------------------
 
 
+class AutoConfig(BaseModel):
+    """``model.auto``: what ``model.name: auto`` trains and how it chooses (training/auto.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidates: list[str] = Field(min_length=1)  # model names, or model@file.yaml (file layered on)
+    metric: str  # each endpoint's task is ranked by <task>.<metric> on validation
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, name: str) -> str:
+        return check_metric_name(name)
+
+
 class ModelSection(BaseModel):
-    """``model:``: which model to train, the metric early stopping watches, and a section per
-    registered model (added by :func:`config_model`)."""
+    """``model:``: which model to train (a registered one, or ``auto``: the best candidate per
+    task), the metric early stopping watches, and a section per registered model (added by
+    :func:`config_model`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
     early_stop_metric: str
+    auto: AutoConfig
 
     @field_validator("name")
     @classmethod
     def _registered(cls, name: str) -> str:
-        known = registered_models()
+        known = [*registered_models(), "auto"]
         if name not in known:
             raise ValueError(f"unknown model {name!r}{did_you_mean(name, known)}; models: "
                              f"{', '.join(known)}")
@@ -91,7 +115,11 @@ class ModelSection(BaseModel):
     @field_validator("early_stop_metric")
     @classmethod
     def _metric(cls, name: str) -> str:
-        return check_metric_name(name)
+        return check_objective(name)  # push.ndcg@20, gmean(recommend.ndcg@20, push.ndcg@20), ...
+
+
+#: the service's endpoints that can each follow their own registry alias (serving/service.py)
+Endpoint = Literal["push_targets", "recommend", "share_partners"]
 
 
 class TrackingConfig(BaseModel):
@@ -104,6 +132,7 @@ class TrackingConfig(BaseModel):
     experiment: str
     registered_model: str
     alias: str
+    aliases: dict[Endpoint, str] = {}  # an endpoint's own alias (default: alias)
     gate_metrics: list[str]
 
     @field_validator("experiment", "registered_model")
@@ -123,6 +152,7 @@ class ServingConfig(BaseModel):
 
     model: str  # registered model the service loads
     alias: str
+    aliases: dict[Endpoint, str] = {}  # an endpoint's own alias (default: alias)
     event_store: str
     experiments: str | None  # A/B experiments file; null: no A/B routing
 

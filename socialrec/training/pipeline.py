@@ -7,9 +7,11 @@ import hashlib
 import json
 import logging
 import os
+import re
 import resource
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from socialrec.evaluation.offline import evaluate_all, evaluate_recommend, evaluate_share
+from socialrec.evaluation.objective import Objective, Task, parse_objective
+from socialrec.evaluation.objective import validation_metrics as objective_metrics
+from socialrec.evaluation.offline import evaluate_all, evaluate_share
 from socialrec.features.graph import GraphData, build_graph
 from socialrec.features.loader import load_dataset
 from socialrec.features.splits import Split, make_split
@@ -58,6 +62,7 @@ class TrainResult:
     aliases_set: list[str]
     seconds: dict[str, float]
     peak_memory_mb: float
+    valid_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # if asked for
 
 
 def dataset_hash(dataset: Dataset) -> str:
@@ -87,26 +92,47 @@ def validation_metrics(
     """Recommend metrics on the validation split (never test), under the protocol the test is read
     with: a model chosen by full ranking is not the best one at ranking among sampled negatives
     (where popularity weighs more), and the other way round."""
+    return task_validation_metrics(graph, config, user_emb, item_emb, ["recommend"], ks)[
+        "recommend"]
+
+
+def task_validation_metrics(
+    graph: GraphData, config: dict[str, Any], user_emb: np.ndarray, item_emb: np.ndarray,
+    tasks: Sequence[Task], ks: Sequence[int],
+) -> dict[str, dict[str, float]]:
+    """``{task: metrics}`` on the validation split for each of ``tasks``, under the test's
+    protocol (:func:`validation_metrics`)."""
     evaluation = config["evaluation"]
-    return evaluate_recommend(
-        user_emb,
-        item_emb,
-        graph,
-        target="valid",
-        ks=ks,
-        protocol=evaluation["protocol"],
-        negatives=evaluation["negatives"],
-        seed=config["split"]["seed"],
-    )
+    return objective_metrics(
+        user_emb, item_emb, graph, tasks, ks, protocol=evaluation["protocol"],
+        negatives=evaluation["negatives"], seed=config["split"]["seed"],
+        hops=evaluation["share_hops"])
+
+
+def objective_of(config: dict[str, Any]) -> Objective:
+    """What early stopping, tuning and ``model.name: auto`` maximise: ``model.early_stop_metric``
+    (evaluation/objective.py)."""
+    return parse_objective(config["model"]["early_stop_metric"])
+
+
+def objective_values(graph: GraphData, config: dict[str, Any], user_emb: np.ndarray,
+                     item_emb: np.ndarray, ks: Sequence[int] = ()
+                     ) -> tuple[float, dict[str, dict[str, float]]]:
+    """The objective on validation, and the metrics it was computed from (every task it watches,
+    at its cut-offs and ``ks``)."""
+    objective = objective_of(config)
+    tasks = objective.tasks
+    cutoffs = sorted({*ks, *(p.k for p in objective.parts)})
+    metrics = task_validation_metrics(graph, config, user_emb, item_emb, tasks, cutoffs)
+    return objective.value(metrics), metrics
 
 
 def validator_for(graph: GraphData, config: dict[str, Any]):
-    """The early-stopping metric (``model.early_stop_metric``) as a function of the embeddings."""
-    metric = config["model"]["early_stop_metric"]
-    k = int(metric.split("@")[1])
+    """The early-stopping objective (``model.early_stop_metric``) as a function of the
+    embeddings."""
 
     def validate(user_emb: np.ndarray, item_emb: np.ndarray) -> float:
-        return validation_metrics(graph, config, user_emb, item_emb, [k])[metric]
+        return objective_values(graph, config, user_emb, item_emb)[0]
 
     return validate
 
@@ -183,6 +209,14 @@ def make_bundle(
     return bundle
 
 
+def objective_key(config: dict[str, Any]) -> str:
+    """The objective as an MLflow metric name (no '@', '(', ',' or spaces):
+    ``gmean(recommend.ndcg@20, push.ndcg@20)`` -> ``gmean.recommend.ndcg_at_20.push.ndcg_at_20``;
+    ``ndcg@20`` keeps its old name ``ndcg_at_20``."""
+    text = config["model"]["early_stop_metric"].replace("@", "_at_")
+    return re.sub(r"[^\w.]+", ".", text).strip(".")
+
+
 def describe(dataset: Dataset) -> dict[str, Any]:
     inter = dataset.interactions
     return {
@@ -244,9 +278,11 @@ def run_training(
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
     bundle_out: Path | None = None,
+    validation_tasks: Sequence[Task] = (),
     runtime: FitRuntime | None = None,
 ) -> TrainResult:
-    """Train one model as configured and record it in MLflow.
+    """Train one model as configured and record it in MLflow; with ``validation_tasks`` their
+    validation metrics are computed too (``valid_metrics``, logged as ``valid.<task>.*``).
 
     A new version gets the configured alias when no version holds it yet; with ``promote`` it also
     takes the alias from a holder whose gate metrics it matches or beats (else it keeps
@@ -289,16 +325,17 @@ def run_training(
             seed=config["split"]["seed"],
         )
         seconds["evaluate"] = time.perf_counter() - t
+        valid_metrics = {}
+        if validation_tasks:
+            valid_metrics = task_validation_metrics(prepared.graph, config, user_emb, item_emb,
+                                                    validation_tasks, config["evaluation"]["ks"])
+            mlflow.log_metrics(tracking.flat_metrics("valid", valid_metrics))
         history = getattr(model, "history", None)
         if history is not None:
             for epoch, loss in enumerate(history.loss, start=1):
                 mlflow.log_metric("train.loss", loss, step=epoch)
             for epoch, value in history.valid:
-                mlflow.log_metric(
-                    f"valid.{config['model']['early_stop_metric'].replace('@', '_at_')}",
-                    value,
-                    step=epoch,
-                )
+                mlflow.log_metric(f"valid.{objective_key(config)}", value, step=epoch)
             seconds["to_best_epoch"] = history.seconds_to_best
             mlflow.log_metrics(
                 {
@@ -329,7 +366,7 @@ def run_training(
             mlflow.log_artifacts(str(report), artifact_path="report")
             if register and bundle_dir is not None:
                 version = tracking.log_bundle(bundle_dir, names["registered_model"])
-                aliases = _assign_aliases(
+                aliases = assign_aliases(
                     client, names["registered_model"], version, config, promote
                 )
     if metrics_out is not None:
@@ -344,19 +381,32 @@ def run_training(
         aliases,
         seconds,
         memory,
+        valid_metrics,
     )
 
 
-def _assign_aliases(client, name: str, version: str, config: dict[str, Any], promote: bool):
-    alias = config["tracking"]["alias"]
-    if tracking.alias_holder(client, name, alias) is None:
-        client.set_registered_model_alias(name, alias, version)
-        return [alias]
-    if promote:
-        try:
-            tracking.promote(client, name, version, alias, config["tracking"]["gate_metrics"])
-            return [alias]
-        except tracking.GateRefused as refused:
-            log.warning("%s", refused)
-    client.set_registered_model_alias(name, "challenger", version)
-    return ["challenger"]
+def assign_aliases(client, name: str, version: str, config: dict[str, Any], promote: bool,
+                   endpoints: Sequence[str] = tuple(tracking.ENDPOINT_TASKS)) -> list[str]:
+    """Give ``version`` the alias of each of ``endpoints`` (``tracking.aliases``, else
+    ``tracking.alias``): one no version holds yet, or, with ``promote``, one whose holder it
+    matches or beats on that alias's gate metrics; when an alias stays with another version,
+    ``version`` becomes ``challenger``."""
+    taken, kept_back = [], False
+    for alias in tracking.endpoints_by_alias(config, endpoints):
+        if tracking.alias_holder(client, name, alias) is None:
+            client.set_registered_model_alias(name, alias, version)
+            taken.append(alias)
+            continue
+        if promote:
+            try:
+                tracking.promote(client, name, version, alias,
+                                 tracking.gate_metrics_for(config, alias))
+                taken.append(alias)
+                continue
+            except tracking.GateRefused as refused:
+                log.warning("%s", refused)
+        kept_back = True
+    if kept_back:
+        client.set_registered_model_alias(name, "challenger", version)
+        taken.append("challenger")
+    return taken

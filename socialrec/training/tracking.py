@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,38 @@ def alias_holder(client: MlflowClient, name: str, alias: str):
 
 def run_metrics(client: MlflowClient, version) -> dict[str, float]:
     return dict(client.get_run(version.run_id).data.metrics)
+
+
+#: the endpoints that can follow their own alias, and the metric tasks (``test.<task>.*``) each
+#: serves: its alias is gated on those
+ENDPOINT_TASKS: dict[str, tuple[str, ...]] = {
+    "push_targets": ("push",),
+    "recommend": ("recommend",),
+    "share_partners": ("share", "share_ranker"),
+}
+
+
+def endpoints_by_alias(config: dict[str, Any], endpoints: Iterable[str] = tuple(ENDPOINT_TASKS)
+                       ) -> dict[str, list[str]]:
+    """``{alias: the endpoints (of endpoints) it serves}``: ``tracking.aliases`` names an
+    endpoint's own alias; every other endpoint serves under ``tracking.alias``."""
+    own = config["tracking"]["aliases"]
+    out: dict[str, list[str]] = {}
+    for endpoint in endpoints:
+        out.setdefault(own.get(endpoint, config["tracking"]["alias"]), []).append(endpoint)
+    return out
+
+
+def gate_metrics_for(config: dict[str, Any], alias: str) -> list[str]:
+    """The gate metrics of ``alias``: those of the tasks of the endpoints it serves (an alias
+    of some endpoints only, such as a push alias, is not held back by another task's metrics);
+    every gate metric for an alias that serves every endpoint or no gate metric's task."""
+    gate = list(config["tracking"]["gate_metrics"])
+    served = endpoints_by_alias(config).get(alias, list(ENDPOINT_TASKS))
+    if set(served) == set(ENDPOINT_TASKS):
+        return gate
+    tasks = {t for e in served for t in ENDPOINT_TASKS[e]}
+    return [m for m in gate if m.split(".")[1:2] and m.split(".")[1] in tasks] or gate
 
 
 class GateRefused(RuntimeError):

@@ -41,7 +41,13 @@ from socialrec.models.registry import (
 )
 from socialrec.training import tracking
 from socialrec.training.config import ConfigError, Layer, check, load_config, read_yaml
-from socialrec.training.pipeline import Prepared, prepare, validation_metrics, validator_for
+from socialrec.training.pipeline import (
+    Prepared,
+    objective_key,
+    objective_values,
+    prepare,
+    validator_for,
+)
 
 log = logging.getLogger(__name__)
 console = Console()
@@ -181,7 +187,6 @@ def run_trial(trial: optuna.Trial, prepared: Prepared, config: dict[str, Any], m
     trial_origin = f"tune trial {trial.number}"
     check(Layer(cfg, {("model", model, name): trial_origin for name in params}),
           default_origin="the tuned config")
-    ks = sorted({*cfg["evaluation"]["ks"], int(metric.split("@")[1])})
     mlflow.start_run(experiment_id=experiment_id, run_name=f"{model}-trial{trial.number}",
                      nested=True, tags={**parent_tags, "trial": str(trial.number), "model": model})
     status = "FAILED"
@@ -192,9 +197,9 @@ def run_trial(trial: optuna.Trial, prepared: Prepared, config: dict[str, Any], m
         fitted = make_model(model, cfg["model"], validator=validator)
         fitted.fit(prepared.graph, show_progress=False)
         seconds = time.perf_counter() - t
-        values = validation_metrics(prepared.graph, cfg, *fitted.embeddings(), ks)
-        mlflow.log_metrics({f"valid.recommend.{k.replace('@', '_at_')}": float(v)
-                            for k, v in values.items() if isinstance(v, int | float)})
+        value, metrics = objective_values(prepared.graph, cfg, *fitted.embeddings(),
+                                          cfg["evaluation"]["ks"])
+        mlflow.log_metrics(tracking.flat_metrics("valid", metrics))
         mlflow.log_metric("seconds.fit", seconds)
         history = getattr(fitted, "history", None)
         if history is not None and history.valid:
@@ -202,7 +207,7 @@ def run_trial(trial: optuna.Trial, prepared: Prepared, config: dict[str, Any], m
                                 "seconds.to_best_epoch": history.seconds_to_best})
             trial.set_user_attr("best_epoch", history.best_epoch)
         status = "FINISHED"
-        return float(values[metric])
+        return value
     except optuna.TrialPruned:
         mlflow.log_metric("seconds.fit", time.perf_counter() - t)
         status = "KILLED"  # MLflow's word for a run stopped on purpose
@@ -270,7 +275,7 @@ def tune(config_file: Path, trials: int, model: str | None = None, out: Path | N
         best_value = float(study.best_value)
         params = {**{k: v for k, v in config["model"][model].items() if k != "seed"},
                   **best.params}
-        mlflow.log_metrics({f"best.valid.{metric.replace('@', '_at_')}": best_value,
+        mlflow.log_metrics({f"best.valid.{objective_key(config)}": best_value,
                             "trials.complete": len(completed),
                             "trials.pruned": len(study.trials) - len(completed)})
         mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})

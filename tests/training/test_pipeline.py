@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from socialrec.evaluation.offline import evaluate_recommend
+from socialrec.evaluation.offline import evaluate_push, evaluate_recommend
 from socialrec.training.config import load_config
 from socialrec.training.pipeline import prepare, validation_metrics, validator_for
 
@@ -19,6 +19,7 @@ def prepared_and_config():
         "dataset.synthetic={n_users: 300, n_items: 400, n_communities: 4, seed: 5}",
         "split.method=random_ratio",
         "split.ratios=[0.8, 0.1, 0.1]",
+        "model.early_stop_metric=ndcg@20",  # recommend's alone (the default also watches push)
     ]
     config = load_config([], overrides)
     return prepare(config), config
@@ -56,3 +57,18 @@ def test_sampled_and_full_validation_differ(prepared_and_config):
                                         "negatives": 50}}
         values[protocol] = validator_for(prepared.graph, cfg)(user_emb, item_emb)
     assert values["sampled"] > values["full"]
+
+
+@pytest.mark.parametrize("objective", ["push.ndcg@20", "gmean(recommend.ndcg@20, push.ndcg@10)"])
+def test_early_stopping_can_watch_push_or_a_combination(prepared_and_config, objective):
+    prepared, config = prepared_and_config
+    config = {**config, "model": {**config["model"], "early_stop_metric": objective}}
+    user_emb, item_emb = embeddings(prepared)
+    push = evaluate_push(user_emb, item_emb, prepared.graph, target="valid", ks=[10, 20],
+                         seed=config["split"]["seed"])
+    recommend = evaluate_recommend(user_emb, item_emb, prepared.graph, target="valid", ks=[20],
+                                   seed=config["split"]["seed"])
+    expected = (push["ndcg@20"] if objective == "push.ndcg@20"
+                else np.sqrt(recommend["ndcg@20"] * push["ndcg@10"]))
+    got = validator_for(prepared.graph, config)(user_emb, item_emb)
+    assert got == pytest.approx(expected)

@@ -27,6 +27,7 @@ dataset:
   synthetic: {{n_users: 300, n_items: 120, n_communities: 4, seed: 5}}
 split: {{method: random_ratio, ratios: [0.8, 0.1, 0.1]}}
 model:
+  early_stop_metric: ndcg@20  # recommend's alone (the default also watches push)
   socialgnn: {{embedding_dim: 8, num_layers: 1, epochs: 3, patience: 2, batch_size: 512,
               lr: 0.01, num_threads: 1}}
 tracking:
