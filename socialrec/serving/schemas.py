@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from socialrec.features.events import FEEDBACK_EVENTS
 
@@ -47,12 +47,44 @@ class PushRules(Strict):
     holdout: bool = Field(True, description="drop the experiment's holdout users")
 
 
+class Budget(Strict):
+    """What a campaign may spend: a number of pushes, or money (each treatment costing its
+    send cost plus its coupon times the chance the coupon is used)."""
+
+    pushes: int | None = Field(None, ge=0, le=K_MAX, description="how many pushes at most")
+    money: float | None = Field(None, ge=0.0, le=1e12, allow_inf_nan=False,
+                                description="money to spend at most")
+    costs: dict[str, float] = Field(
+        default_factory=dict,
+        description="send cost per treatment, overriding the model's (money budgets)")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Budget:
+        if (self.pushes is None) == (self.money is None):
+            raise ValueError("give exactly one of budget.pushes and budget.money")
+        if any(not 0 <= c < 1e12 for c in self.costs.values()):
+            raise ValueError("budget.costs: expected costs >= 0")
+        return self
+
+
 class PushRequest(Strict):
     item_id: str = id_field(description="the product to push")
     campaign_id: str | None = id_field(
         None, description="the campaign (the A/B unit and the holdout's key; item_id when absent)")
     k: int = Field(100, ge=1, le=K_MAX, description="how many users (at most the model's users)")
     rules: PushRules = PushRules()
+    objective: Literal["propensity", "uplift", "margin"] = Field(
+        "propensity", description="rank by purchase propensity, by incremental conversions "
+        "(uplift) or by incremental margin; uplift and margin need the bundle's uplift model")
+    budget: Budget | None = Field(
+        None, description="spend at most this (replaces k); uplift and margin allocate it "
+        "across users and treatments")
+    treatments: list[str] | None = Field(
+        None, max_length=100, description="treatments allowed (default: all the model has)")
+    item_price: float | None = Field(
+        None, gt=0.0, le=1e9, allow_inf_nan=False,
+        description="the item's price, for the margin objective (default: the mean order value "
+        "the uplift model saw)")
 
 
 class Served(BaseModel):
@@ -72,6 +104,15 @@ class PushResponse(Served):
     scores: list[float] = Field(description="the score of each user (same order)")
     removed: dict[str, int] = Field(
         description="users ranked above the last returned one that each rule removed")
+    objective: str = Field("propensity", description="the objective that ranked the users")
+    objective_note: str | None = Field(
+        None, description="why another objective than the requested one answered")
+    treatments: list[str] | None = Field(None, description="what each user is given")
+    effects: list[float] | None = Field(
+        None, description="estimated incremental chance to buy under that treatment")
+    costs: list[float] | None = Field(None, description="expected cost of each user's treatment")
+    reasons: list[str] | None = Field(None, description="a short reason a message can use")
+    spent: float | None = Field(None, description="expected spend of the whole list")
 
 
 # -- share partners ------------------------------------------------------------------------------

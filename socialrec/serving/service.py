@@ -65,9 +65,11 @@ from socialrec.features.experiments import (
 from socialrec.serving.exposures import ExposureLog, ServedList
 from socialrec.serving.fallback import friends_favourites, has_interactions, popular_items
 from socialrec.serving.loader import LoadedModel, ModelSet, source_from_env
+from socialrec.serving.push_objective import BudgetError, check_budget, plan
 from socialrec.serving.retrieval import Selected, make_rules, recommend_items, select_users
 from socialrec.serving.rules import CampaignHoldout
 from socialrec.serving.schemas import (
+    K_MAX,
     ErrorBody,
     FeedbackRequest,
     FeedbackResponse,
@@ -289,10 +291,78 @@ class SocialRec:
                 route.model.version, route.unit_id, route.model.bundle.users.to_ids(held),
                 req.item_id, held_scores, ranks=above + np.arange(1, len(held) + 1)))
 
+    def _push_with_budget(self, req: PushRequest) -> PushResponse:
+        """A push with an objective other than propensity or a budget
+        (serving/push_objective.py): each user's treatment, effect, cost and reason."""
+        model = self._route("push_targets", req.campaign_id or req.item_id).model.bundle.uplift
+        money = req.budget.money if req.budget else None
+        pushes = req.budget.pushes if req.budget else None
+        send_costs = req.budget.costs if req.budget else {}
+        try:
+            allowed = check_budget(model, money, pushes, send_costs, req.treatments)
+        except BudgetError as err:
+            raise RequestError(422, str(err), err.field, err.expected) from err
+        if model is None or req.objective == "propensity":
+            note = (None if req.objective == "propensity" else
+                    f"objective {req.objective!r} needs an uplift model, which this bundle has "
+                    "not: ranked by propensity")
+            cost = send_costs.get("push", next((t.send_cost for t in model.treatments
+                                                if t.name == "push"), None) if model else None)
+            if money is not None and not cost:
+                raise RequestError(422, "a money budget ranked by propensity needs the cost of "
+                                   "a push", "budget.costs", "{\"push\": <cost of one push>}")
+            k = pushes if pushes is not None else (int(money // cost) if money is not None and
+                                                   cost else req.k)
+            if k < 1:
+                raise RequestError(422, f"budget.money={money:g} is below the cost of one push "
+                                   f"({cost:g})", "budget.money", f"at least {cost:g}")
+            plain = req.model_copy(update={"k": min(k, K_MAX), "budget": None,
+                                           "objective": "propensity"})
+            route, campaign, chosen = self._push(plain)
+            user_ids = route.model.bundle.users.to_ids(chosen.users)
+            served = route.served(chosen.strategy)
+            self._log_push(route, served, plain, user_ids, chosen)
+            n = len(user_ids)
+            return PushResponse(**served, item_id=req.item_id, campaign_id=campaign,
+                                users=user_ids, scores=chosen.scores.tolist(),
+                                removed=chosen.removed, objective="propensity",
+                                objective_note=note, treatments=["push"] * n,
+                                costs=[float(cost or 1.0)] * n,
+                                spent=float(n * (cost or 1.0)))
+        everyone = req.model_copy(update={"k": len(model_bundle_users(self, req)),
+                                          "budget": None})
+        route, campaign, chosen = self._push(everyone)
+        bundle = route.model.bundle
+        item = bundle.items.get(req.item_id)
+        assert item is not None and bundle.uplift is not None  # _push checked the item
+        held = chosen.dropped.get("holdout", (np.zeros(0, dtype=np.int64),))[0]
+        now = _now()
+        found = plan(bundle, bundle.uplift, item, campaign, chosen.users, held, req.objective,
+                     money, pushes, allowed, send_costs, self.store, req.item_price, now)
+        user_ids = bundle.users.to_ids(found.users)
+        served = route.served(f"{req.objective}:{chosen.strategy}")
+        self.exposures.log(ServedList(
+            served["request_id"], now, "push_targets", route.experiment, route.variant,
+            route.model.version, route.unit_id, user_ids, req.item_id, found.values,
+            treatments=found.treatments, explored=found.explored))
+        if len(found.held):
+            self.exposures.log(ServedList(
+                served["request_id"], now, "push_targets", route.experiment, HOLDOUT,
+                route.model.version, route.unit_id, bundle.users.to_ids(found.held),
+                req.item_id, found.held_values, treatments="control"))
+        return PushResponse(**served, item_id=req.item_id, campaign_id=campaign, users=user_ids,
+                            scores=found.values.tolist(), removed=chosen.removed,
+                            objective=req.objective, treatments=found.treatments,
+                            effects=found.effects.tolist(), costs=found.costs.tolist(),
+                            reasons=found.reasons, spent=found.spent)
+
     @bentoml.api(route="/push_targets")
     @json_errors
     def push_targets(self, req: PushRequest, /) -> PushResponse:
-        """The users to push ``item_id`` to, best first, after the business rules."""
+        """The users to push ``item_id`` to, best first, after the business rules; with an
+        ``objective`` or a ``budget``: each user's treatment, effect, cost and reason."""
+        if req.budget is not None or req.objective != "propensity":
+            return self._push_with_budget(req)
         route, campaign, chosen = self._push(req)
         user_ids = route.model.bundle.users.to_ids(chosen.users)
         served = route.served(chosen.strategy)
@@ -307,7 +377,10 @@ class SocialRec:
     ) -> Annotated[str, ContentType("application/x-ndjson")]:
         """Campaign-sized pushes as NDJSON: a first line with the response fields (request_id,
         variant, model_version, strategy, removed, n_users), then one ``{"user_id", "score"}``
-        line per user, best first."""
+        line per user, best first (with a budget or objective: a budget allocated across the
+        campaign, each line with the user's treatment, effect, cost and reason)."""
+        if req.budget is not None or req.objective != "propensity":
+            return _stream_plan(self._push_with_budget(req))  # type: ignore[return-value]
         route, campaign, chosen = self._push(req)  # errors surface before the stream starts
         user_ids = route.model.bundle.users.to_ids(chosen.users)
         served = route.served(chosen.strategy)
@@ -447,3 +520,26 @@ class SocialRec:
         self._stop.set()
         self.exposures.close()
         self.store.close()
+
+
+def model_bundle_users(service: SocialRec, req: PushRequest) -> Any:
+    """The users of the bundle that answers ``req`` (every one is a candidate of a budget)."""
+    return service._route("push_targets", req.campaign_id or req.item_id).model.bundle.users
+
+
+def _stream_plan(resp: PushResponse) -> StreamingResponse:
+    """NDJSON of a budgeted push: the response fields, then one line per user."""
+    per_user = ("users", "scores", "treatments", "effects", "costs", "reasons")
+    head = {k: v for k, v in resp.model_dump().items() if k not in per_user}
+    head["n_users"] = len(resp.users)
+    columns = {k: getattr(resp, k) for k in per_user if getattr(resp, k) is not None}
+
+    def lines() -> Iterator[str]:
+        yield json.dumps(head) + "\n"
+        for start in range(0, len(resp.users), STREAM_CHUNK):
+            yield "".join(
+                json.dumps({("user_id" if k == "users" else k.rstrip("s")): v[i]
+                            for k, v in columns.items()}) + "\n"
+                for i in range(start, min(start + STREAM_CHUNK, len(resp.users))))
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
