@@ -8,7 +8,8 @@ SOCIALREC_BUNDLE_DIR       serve this bundle directory for every alias (no regis
 SOCIALREC_MODEL            registered model name (default ``socialrec-synthetic``)
 SOCIALREC_ALIAS            alias of endpoints no experiment routes (default ``champion``)
 SOCIALREC_ALIAS_*          an endpoint's own alias instead: ``SOCIALREC_ALIAS_PUSH_TARGETS``,
-                           ``..._RECOMMEND``, ``..._SHARE_PARTNERS`` (the best model per task)
+                           ``..._RECOMMEND``, ``..._SHARE_PARTNERS`` (the best model per task);
+                           an experiment variant naming the default alias gets the endpoint's
 MLFLOW_TRACKING_URI        the registry (MLflow's own default when unset)
 SOCIALREC_CACHE_DIR        where registry downloads are kept (default: <tmp>/socialrec-bundles)
 SOCIALREC_EVENT_STORE      event store URL (default ``sqlite:///events.db``)
@@ -147,8 +148,13 @@ class Settings:
                               if (alias := env.get(endpoint_alias_variable(e)))},
         )
 
-    def alias_for(self, endpoint: str) -> str:
-        """The alias ``endpoint`` follows when no experiment routes it."""
+    def alias_for(self, endpoint: str, alias: str | None = None) -> str:
+        """The alias ``endpoint`` follows when no experiment routes it; with ``alias`` (an
+        experiment variant's), that alias, except that the shared default stands for the
+        endpoint's own (so experiments whose control is ``champion`` keep serving each task's
+        best model)."""
+        if alias is not None and alias != self.default_alias:
+            return alias
         return self.endpoint_aliases.get(endpoint, self.default_alias)
 
 
@@ -213,10 +219,12 @@ class SocialRec:
     # -- models and routing --------------------------------------------------------------------
 
     def _aliases(self, experiments: Experiments) -> set[str]:
-        needed = set(experiments.aliases())
+        alias_for = self.settings.alias_for
+        needed = {alias_for(e, a) for exp in experiments.experiments.values()
+                  for e in exp.endpoints for a in exp.aliases()}
         routed = {e for exp in experiments.experiments.values() for e in exp.endpoints}
         # an endpoint no experiment routes follows its own alias (by default the shared one)
-        needed.update(self.settings.alias_for(e) for e in ROUTED_ENDPOINTS if e not in routed)
+        needed.update(alias_for(e) for e in ROUTED_ENDPOINTS if e not in routed)
         return needed
 
     def refresh(self, reread_experiments: bool = False) -> list[str]:
@@ -245,7 +253,8 @@ class SocialRec:
                          unit_id)
         name, exp = found
         variant = exp.assign(unit_id)
-        return Route(name, exp, variant, state.models[exp.variants[variant].alias], unit_id)
+        alias = self.settings.alias_for(endpoint, exp.variants[variant].alias)
+        return Route(name, exp, variant, state.models[alias], unit_id)
 
     # -- push ----------------------------------------------------------------------------------
 

@@ -36,7 +36,8 @@ def service_with(bundle, tmp_path, monkeypatch):
     def start(env: dict[str, str]):
         source = AliasSource(bundle)
         monkeypatch.setattr(service_module, "source_from_env", lambda: source)
-        monkeypatch.delenv("SOCIALREC_EXPERIMENTS", raising=False)
+        if "SOCIALREC_EXPERIMENTS" not in env:
+            monkeypatch.delenv("SOCIALREC_EXPERIMENTS", raising=False)
         monkeypatch.setenv("SOCIALREC_EVENT_STORE", f"sqlite:///{tmp_path / 'events.db'}")
         monkeypatch.setenv("SOCIALREC_POLL_SECONDS", "0")
         for name, value in env.items():
@@ -65,3 +66,18 @@ def test_without_endpoint_aliases_every_endpoint_shares_one(service_with):
     assert source.loaded == ["champion"]
     assert svc.push_targets(PushRequest(item_id="i1", k=3)).model_version == "fake/v-champion"
     assert svc.recommend(RecommendRequest(user_id="u3", k=3)).model_version == "fake/v-champion"
+
+
+def test_experiment_variants_on_the_default_alias_get_the_endpoints_own(
+        service_with, experiments_file):
+    """conftest's experiments route every endpoint to variants on ``champion``: a push still goes
+    to the push alias, and every variant of the push experiment with it."""
+    svc, source = service_with({"SOCIALREC_ALIAS": "champion",
+                                "SOCIALREC_ALIAS_PUSH_TARGETS": "push-best",
+                                "SOCIALREC_EXPERIMENTS": str(experiments_file)})
+    assert sorted(source.loaded) == ["champion", "push-best"]
+    for campaign in ("c1", "c2", "c3", "c4"):
+        push = svc.push_targets(PushRequest(item_id="i1", k=3, campaign_id=campaign))
+        assert push.experiment == "push" and push.model_version == "fake/v-push-best"
+    rec = svc.recommend(RecommendRequest(user_id="u3", k=3))
+    assert rec.experiment == "rec" and rec.model_version == "fake/v-champion"
