@@ -14,12 +14,22 @@ loads every changed version completely (arrays, FAISS indexes) before replacing 
 in one assignment, so a request that already read it finishes on the old bundles and the next one
 sees only new ones; nothing is ever half-swapped. The service calls it from a background thread
 every ``SOCIALREC_POLL_SECONDS`` and on ``POST /admin/reload``.
+
+A registry that does not answer never empties the served set: a failed refresh swaps nothing. At
+start-up, when the registry cannot be reached, :meth:`ModelSet.load_last_known` serves each
+alias's last version resolved by this cache directory (``RegistrySource`` notes it at every
+resolve), if its download is still cached; the service says so in ``/status`` and its log.
+
+A Bento (serving/bento_service.py) serves the bundle packed into it at build time through
+:class:`PackedSource`: every alias is that bundle, named by the registry version it was packed
+from.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -28,7 +38,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import yaml
 
@@ -55,6 +65,13 @@ class BundleSource(Protocol):
 
     def load(self, alias: str, version: str) -> ModelBundle:
         """That version's bundle, fully loaded."""
+
+    def last_known(self, alias: str) -> str | None:
+        """The version ``alias`` pointed to when the source last answered, if it can still be
+        loaded without the source (a cached download); None otherwise."""
+
+    def describe(self) -> str:
+        """Where bundles come from, for /status and logs."""
 
 
 def prepare(bundle: ModelBundle, where: str) -> ModelBundle:
@@ -89,39 +106,110 @@ class DirectorySource:
     def load(self, alias: str, version: str) -> ModelBundle:
         return prepare(ModelBundle.load(self.path), str(self.path))
 
+    def last_known(self, alias: str) -> str | None:
+        return None  # a directory is read where it is: nothing to fall back to
+
+    def describe(self) -> str:
+        return f"directory {self.path}"
+
+
+class PackedSource(DirectorySource):
+    """The bundle packed into a Bento (a directory of BentoML's model store) for every alias;
+    its version is the label it was packed under (``socialrec-synthetic/3``), so responses and
+    exposures name the registry version whichever way it is served."""
+
+    def __init__(self, path: str | Path, version: str, tag: str) -> None:
+        super().__init__(path)
+        self.version, self.tag = version, tag
+
+    def resolve(self, alias: str) -> str:
+        return self.version
+
+    def describe(self) -> str:
+        return f"bento model {self.tag} ({self.version})"
+
 
 class RegistrySource:
     """Versions of one registered model, by alias; downloads cached under ``cache_dir``."""
 
     def __init__(self, name: str, tracking_uri: str | None = None,
                  cache_dir: str | Path | None = None) -> None:
-        from mlflow import MlflowClient
-
         self.name = name
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self._client: Any = None
         self.cache_dir = Path(cache_dir or Path(tempfile.gettempdir()) / "socialrec-bundles")
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._offline: dict[str, Path] = {}  # version -> cached download, from last_known
+
+    @property
+    def client(self) -> Any:
+        """The MLflow client, made on first use: for a database URI MLflow connects at once, and
+        a registry that does not answer must not stop the service from starting."""
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
 
     def resolve(self, alias: str) -> str:
-        return str(self.client.get_model_version_by_alias(self.name, alias).version)
+        mv = self.client.get_model_version_by_alias(self.name, alias)
+        version = str(mv.version)
+        self._note(alias, version, self._cache_entry(mv))
+        return version
 
     def label(self, version: str) -> str:
         return f"{self.name}/{version}"
+
+    def describe(self) -> str:
+        return f"registry {self.tracking_uri or '(MLflow default)'} model {self.name}"
+
+    def _cache_entry(self, mv: Any) -> Path:
+        """Where ``mv``'s download is cached. The key includes where its artifacts come from
+        and when it was created: version numbers alone repeat across registries (every fresh
+        registry has a version 1)."""
+        origin = f"{mv.source}|{mv.run_id}|{mv.creation_timestamp}"
+        key = hashlib.sha256(origin.encode()).hexdigest()[:12]
+        return self.cache_dir / self.name / f"{mv.version}-{key}"  # the pyfunc model directory
+
+    def _pointer(self, alias: str) -> Path:
+        """The file noting what ``alias`` resolved to in this registry (one per tracking URI:
+        a cache directory may be shared by services of different registries)."""
+        registry = hashlib.sha256(str(self.tracking_uri).encode()).hexdigest()[:8]
+        return self.cache_dir / self.name / "aliases" / registry / f"{alias}.json"
+
+    def _note(self, alias: str, version: str, entry: Path) -> None:
+        pointer = self._pointer(alias)
+        note = json.dumps({"version": version, "entry": entry.name})
+        with contextlib.suppress(OSError):  # a read-only cache only loses the fallback
+            if not pointer.exists() or pointer.read_text() != note:
+                pointer.parent.mkdir(parents=True, exist_ok=True)
+                tmp = pointer.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(note)
+                tmp.replace(pointer)
+
+    def last_known(self, alias: str) -> str | None:
+        try:
+            note = json.loads(self._pointer(alias).read_text())
+        except (OSError, ValueError):
+            return None
+        entry = self.cache_dir / self.name / note["entry"]
+        if not (entry / "MLmodel").exists():
+            return None
+        self._offline[str(note["version"])] = entry
+        return str(note["version"])
 
     def download(self, version: str) -> Path:
         """The bundle directory of ``version``, downloaded once (into a temporary directory,
         renamed into place when complete, so a crash never leaves half a bundle cached).
 
-        The cache key includes where the version's artifacts come from and when it was created:
-        version numbers alone repeat across registries (every fresh registry has a version 1).
+        A version :meth:`last_known` found in the cache is read from there without asking the
+        registry (which did not answer).
         """
         import mlflow
 
-        mv = self.client.get_model_version(self.name, version)
-        origin = f"{mv.source}|{mv.run_id}|{mv.creation_timestamp}"
-        key = hashlib.sha256(origin.encode()).hexdigest()[:12]
-        final = self.cache_dir / self.name / f"{version}-{key}"  # the pyfunc model directory
+        if version in self._offline:
+            return bundle_path(self._offline[version])
+        final = self._cache_entry(self.client.get_model_version(self.name, version))
         if (final / "MLmodel").exists():
             return bundle_path(final)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -170,11 +258,13 @@ def source_from_env(env: dict[str, str] | None = None) -> BundleSource:
 class ModelSet:
     """The bundles being served, one per alias, swapped atomically (see module docstring)."""
 
-    def __init__(self, source: BundleSource, aliases: Iterable[str]) -> None:
+    def __init__(self, source: BundleSource, aliases: Iterable[str] | None = None) -> None:
+        """Load ``aliases`` now (raising if one cannot be loaded); None: load nothing yet."""
         self.source = source
         self.models: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()  # one refresh at a time; readers never take it
-        self.refresh(aliases)
+        if aliases is not None:
+            self.refresh(aliases)
 
     def get(self, alias: str) -> LoadedModel:
         return self.models[alias]
@@ -204,3 +294,22 @@ class ModelSet:
         for alias in changed:
             log.info("serving %s = %s", alias, new[alias].version)
         return changed
+
+    def load_last_known(self, aliases: Iterable[str]) -> list[str]:
+        """The source did not answer: serve each of ``aliases`` not served yet at its last known
+        version (:meth:`BundleSource.last_known`), and return those it found. Only ever adds."""
+        with self._lock:
+            new = dict(self.models)
+            for alias in sorted(set(aliases) - set(new)):
+                version = self.source.last_known(alias)
+                if version is None:
+                    continue
+                label = self.source.label(version)
+                same = next((m.bundle for m in new.values() if m.version == label), None)
+                new[alias] = LoadedModel(alias, label, same or self.source.load(alias, version))
+            found = sorted(set(new) - set(self.models))
+            self.models = new
+        for alias in found:
+            log.warning("serving %s = %s, its last known version (the source did not answer)",
+                        alias, new[alias].version)
+        return found
