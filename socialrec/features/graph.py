@@ -7,9 +7,11 @@ training matrices; valid/test interactions are encoded separately as evaluation 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, NonNegativeFloat
 
@@ -17,6 +19,7 @@ from socialrec.features.idmap import IdMap
 from socialrec.features.sparse import binary
 from socialrec.features.splits import Split
 from socialrec.features.tables import Dataset
+from socialrec.features.tables import empty as empty_table
 
 
 class EventWeights(BaseModel):
@@ -186,3 +189,71 @@ def build_graph(
         categories=categories,
         push_opt_in=opt_in,
     )
+
+
+def graph_from_parquet(folder: str | Path, event_weights: dict[str, float] | None = None,
+                       train_share: float = 0.8) -> GraphData:
+    """The training graph of a world too large for pandas: Parquet parts of the canonical
+    interactions and social tables (``folder/interactions/``, ``folder/social/``, plus
+    ``folder/users/`` and ``folder/items.parquet`` naming every id in index order; as
+    features/synthetic.py ``write_world`` writes them), read part by part with Arrow.
+
+    Train is every event before the ``train_share`` quantile of event times (a global time cut,
+    computed from the per-second histogram; unlike features/splits.py a pair is not kept whole),
+    weighted by ``event_weights``; ``social`` holds every listed friendship. Valid / test targets
+    and share records are left empty: this is the graph a scale run trains on, not an
+    evaluation."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    folder = Path(folder)
+    weights = {**DEFAULT_EVENT_WEIGHTS, **(event_weights or {})}
+    users = IdMap(ds.dataset(folder / "users", format="parquet").to_table(
+        columns=["user_id"]).column("user_id"))
+    items = IdMap(ds.dataset(folder / "items.parquet", format="parquet").to_table(
+        columns=["item_id"]).column("item_id"))
+    inter = ds.dataset(folder / "interactions", format="parquet")
+    lo, hi = None, None
+    for batch in inter.to_batches(columns=["ts"]):
+        mm = pc.min_max(batch.column("ts"))
+        lo = mm["min"].as_py() if lo is None else min(lo, mm["min"].as_py())
+        hi = mm["max"].as_py() if hi is None else max(hi, mm["max"].as_py())
+    counts = np.zeros(int(hi - lo) + 1, dtype=np.int64)
+    for batch in inter.to_batches(columns=["ts"]):
+        counts += np.bincount(batch.column("ts").to_numpy() - lo, minlength=len(counts))
+    cum = np.cumsum(counts)
+    cut = lo + int(np.searchsorted(cum, int(train_share * cum[-1]) + 1))
+    kinds = pa.array(list(weights))
+    kind_weight = np.asarray(list(weights.values()), dtype=np.float32)
+    rows, cols, data = [], [], []
+    for batch in inter.to_batches(columns=["user_id", "item_id", "event", "ts"]):
+        keep = pc.less(batch.column("ts"), cut)
+        part = batch.filter(keep)
+        rows.append(users.to_index(part.column("user_id")).astype(np.int32))
+        cols.append(items.to_index(part.column("item_id")).astype(np.int32))
+        kind = pc.index_in(part.column("event"), value_set=kinds).to_numpy(zero_copy_only=False)
+        data.append(np.where(np.isnan(kind), 1.0, kind_weight[np.nan_to_num(kind).astype(int)])
+                    .astype(np.float32))
+    shape = (len(users), len(items))
+    train = sp.csr_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))),
+                          shape=shape, dtype=np.float32)
+    del rows, cols, data
+    train.sum_duplicates()
+    src, dst = [], []
+    for batch in ds.dataset(folder / "social", format="parquet").to_batches(
+            columns=["src", "dst"]):
+        src.append(users.to_index(batch.column("src")).astype(np.int32))
+        dst.append(users.to_index(batch.column("dst")).astype(np.int32))
+    n = len(users)
+    s_src, s_dst = np.concatenate(src), np.concatenate(dst)
+    social = sp.csr_matrix((np.ones(len(s_src), dtype=np.float32), (s_src, s_dst)),
+                           shape=(n, n))
+    social.sum_duplicates()
+    social.data[:] = 1.0
+    empty = sp.csr_matrix(shape, dtype=np.float32)
+    no_shares = encode_shares(empty_table("shares"), users, items)
+    return GraphData(users=users, items=items, train=train, valid=empty, test=empty.copy(),
+                     social=social, purchases=empty.copy(), shares_train=no_shares,
+                     shares_valid=no_shares.copy(), shares_test=no_shares.copy(),
+                     item_category=np.full(len(items), -1, dtype=np.int64), categories=[],
+                     push_opt_in=np.ones(n, dtype=bool))

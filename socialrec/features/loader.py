@@ -257,9 +257,12 @@ def read_table(
 ) -> pd.DataFrame:
     """Read one source file, map its columns and return the validated canonical frame."""
     path = resolve_path(spec.path, root, config_dir)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"dataset.files.{table}.path: no such file: {path}")
     fmt = spec.format or _format_of(path, table)
+    if path.is_dir() and fmt != "parquet":
+        raise ValueError(f"dataset.files.{table}.path: {path} is a folder; a folder is read as "
+                         f"Parquet parts (format: parquet)")
     if fmt == "parquet":
         raw, lines = pd.read_parquet(path), Lines(first=1, kind="row")
     else:

@@ -81,9 +81,12 @@ def read_table(spark: SparkSession, spec: TableSpec, table: str, root: Path,
     from pyspark.sql import functions as F
 
     path = resolve_path(spec.path, root, config_dir)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"dataset.files.{table}.path: no such file: {path}")
     fmt = spec.format or _format_of(path, table)
+    if path.is_dir() and fmt != "parquet":
+        raise ValueError(f"dataset.files.{table}.path: {path} is a folder; a folder is read as "
+                         f"Parquet parts (format: parquet)")
     if fmt == "parquet":
         raw = spark.read.parquet(str(path))
         header_line = None

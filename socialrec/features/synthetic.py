@@ -36,9 +36,12 @@ second (copied choices falling after it are dropped).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from socialrec.features.tables import EVENT_TYPES, Dataset, ValidationReport
@@ -334,3 +337,140 @@ def _ids(prefix: str, codes: np.ndarray, n: int) -> pd.arrays.ArrowStringArray:
     """External string ids ``prefix + code`` (built once per distinct code, then gathered)."""
     names = pa.array(np.char.add(prefix, np.arange(n).astype(str)))
     return pd.array(names.take(pa.array(np.asarray(codes, dtype=np.int64))), dtype="string")
+
+
+# --- worlds larger than memory: the same story, written in chunks of users ----------------------
+
+
+def arrow_ids(prefix: str, codes: np.ndarray) -> pa.Array:
+    """``prefix + code`` for each code, built by Arrow (no Python string per id)."""
+    text = pc.cast(pa.array(np.asarray(codes, dtype=np.int64)), pa.string())
+    return pc.binary_join_element_wise(prefix, text, "")
+
+
+def write_world(out: str | Path, n_users: int, n_items: int, n_communities: int = 40,
+                seed: int = 7, *, chunk_users: int = 250_000, days: int = 90,
+                start_ts: int = START_TS, mean_friends: float = 10.0, homophily: float = 0.85,
+                choices_per_user: float = 16.0, p_social: float = 0.3, p_global: float = 0.15,
+                share_prob: float = 0.3, share_fanout: float = 2.0, cascade_depth: int = 2,
+                push_opt_in_rate: float = 0.9) -> dict[str, int]:
+    """:func:`generate`'s world written as Parquet parts, ``chunk_users`` users at a time, so
+    that memory holds the per-user and friend arrays plus one chunk's events, never the tables::
+
+        out/interactions/part-*.parquet  out/shares/part-*.parquet  out/social/part-*.parquet
+        out/users/part-*.parquet         out/items.parquet
+
+    The story is :func:`generate`'s with one difference that chunks need: a copied choice copies
+    the friend's *representative* choice (their first choice at their deepest funnel level),
+    kept per user from a first pass over the chunks, instead of one drawn among their top ones.
+    Each chunk draws from its own seeded stream, so the same arguments write the same files; the
+    rows differ from :func:`generate`'s. Returns row counts per table.
+    """
+    import pyarrow.parquet as pq
+
+    if n_users < 2 or n_items < n_communities or n_communities < 1:
+        raise ValueError("need n_users >= 2 and n_items >= n_communities >= 1")
+    out = Path(out)
+    for sub in ("interactions", "shares", "social", "users"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    end = start_ts + days * DAY
+    comm_p = rng.dirichlet(np.full(n_communities, 3.0))
+    user_comm = rng.choice(n_communities, n_users, p=comm_p).astype(np.int32)
+    item_comm = rng.permutation(np.concatenate([
+        np.arange(n_communities), rng.choice(n_communities, n_items - n_communities, p=comm_p)]))
+    n_categories = max(1, n_communities // 2)
+    comm_category = rng.permutation(n_communities) % n_categories
+    item_category = np.where(rng.random(n_items) < 0.9, comm_category[item_comm],
+                             rng.integers(0, n_categories, n_items))
+    price_level = rng.uniform(np.log(5), np.log(300), n_categories)
+    price = np.round(np.exp(rng.normal(price_level[item_category], 0.5)), 2)
+    popularity = rng.pareto(1.5, n_items) + 1.0
+    friends = _friend_graph(rng, user_comm, mean_friends, homophily, start_ts, days)
+    activity = rng.lognormal(0.0, 0.75, n_users).astype(np.float32)
+    activity /= activity.mean()
+    rows = {"interactions": 0, "shares": 0, "social": 0, "users": 0, "items": n_items}
+
+    pq.write_table(pa.table({
+        "item_id": arrow_ids("i", np.arange(n_items)),
+        "category": arrow_ids("cat_", item_category), "price": price.astype(np.float64),
+        "community": item_comm.astype(np.int64)}), out / "items.parquet")
+    chunks = [(lo, min(lo + chunk_users, n_users)) for lo in range(0, n_users, chunk_users)]
+
+    def own_choices(k: int, lo: int, hi: int) -> tuple[_Events, np.ndarray, np.ndarray,
+                                                        np.ndarray, np.ndarray]:
+        crng = np.random.default_rng([seed, 1, k])
+        users = np.arange(lo, hi)
+        n_own = 1 + crng.poisson(activity[users] * max(choices_per_user * (1 - p_social) - 1, 0))
+        own_user = np.repeat(users, n_own)
+        own_item = _pick_by_group(crng, user_comm[own_user], item_comm, popularity)
+        by_global = crng.random(len(own_user)) < p_global / (1 - p_social)
+        own_item[by_global] = _pick_by_group(crng, np.zeros(by_global.sum(), dtype=np.int64),
+                                             np.zeros(n_items, dtype=np.int64), popularity)
+        own_ts = start_ts + crng.integers(0, days * DAY, len(own_user))
+        events = _Events()
+        level, last = events.funnel(crng, own_user, own_item, own_ts, end, (0.5, 0.4, 0.5))
+        return events, own_user, own_item, level, last
+
+    # pass 1: every user's representative choice (first at their deepest level)
+    rep_item = np.zeros(n_users, dtype=np.int32)
+    rep_ts = np.zeros(n_users, dtype=np.int64)
+    for k, (lo, hi) in enumerate(chunks):
+        _, own_user, own_item, level, last = own_choices(k, lo, hi)
+        order = np.lexsort((-level.astype(np.int64), own_user))  # by user, deepest first
+        first = order[np.r_[True, own_user[order][1:] != own_user[order][:-1]]]
+        rep_item[own_user[first]] = own_item[first]
+        rep_ts[own_user[first]] = last[first]
+
+    # pass 2: each chunk's own choices again, its copies, shares and cascades, written out
+    for k, (lo, hi) in enumerate(chunks):
+        events = own_choices(k, lo, hi)[0]
+        crng = np.random.default_rng([seed, 2, k])
+        users = np.arange(lo, hi)
+        n_copy = crng.poisson(activity[users] * choices_per_user * p_social)
+        n_copy[friends.degree[users] == 0] = 0
+        copy_user = np.repeat(users, n_copy)
+        friend = friends.dst[friends.pick(crng, copy_user)]
+        copy_ts = rep_ts[friend] + crng.exponential(2 * DAY, len(friend)).astype(np.int64)
+        keep = copy_ts < end
+        events.funnel(crng, copy_user[keep], rep_item[friend[keep]].astype(np.int64),
+                      copy_ts[keep], end, (0.7, 0.6, 0.7))
+        buyers = events.purchases()
+        share_parts: list[tuple[np.ndarray, ...]] = []
+        for _ in range(cascade_depth):
+            buyers = _share(crng, buyers, friends, user_comm, item_comm, share_prob,
+                            share_fanout, end, events, share_parts)
+        user, item, event, ts = (np.concatenate([p[j] for p in events.parts]) for j in range(4))
+        order = np.lexsort((event, item, user, ts))
+        pq.write_table(pa.table({
+            "user_id": arrow_ids("u", user[order]), "item_id": arrow_ids("i", item[order]),
+            "event": pa.array(list(EVENT_TYPES)).take(pa.array(event[order])),
+            "ts": pa.array(ts[order].astype(np.int64)),
+            "value": pa.array(np.ones(len(order)))}),
+            out / "interactions" / f"part-{k:05d}.parquet")
+        rows["interactions"] += len(order)
+        if share_parts:
+            sharer, s_item, recipient, s_ts, joined = (
+                np.concatenate([p[j] for p in share_parts]) for j in range(5))
+            pq.write_table(pa.table({
+                "sharer_id": arrow_ids("u", sharer), "item_id": arrow_ids("i", s_item),
+                "recipient_id": arrow_ids("u", recipient), "ts": pa.array(s_ts.astype(np.int64)),
+                "joined": pa.array(joined.astype(bool))}), out / "shares" / f"part-{k:05d}.parquet")
+            rows["shares"] += len(sharer)
+        urng = np.random.default_rng([seed, 3, k])
+        pq.write_table(pa.table({
+            "user_id": arrow_ids("u", users),
+            "push_opt_in": pa.array(urng.random(len(users)) < push_opt_in_rate),
+            "community": pa.array(user_comm[users].astype(np.int64))}),
+            out / "users" / f"part-{k:05d}.parquet")
+        rows["users"] += len(users)
+        # the friendships of this chunk's users, both directions (as generate's social table)
+        sel = (friends.a >= lo) & (friends.a < hi)
+        a, b = friends.a[sel], friends.b[sel]
+        ts_ab = friends.ts_ab[sel]
+        pq.write_table(pa.table({
+            "src": arrow_ids("u", np.r_[a, b]), "dst": arrow_ids("u", np.r_[b, a]),
+            "weight": pa.array(np.ones(2 * len(a))), "ts": pa.array(np.r_[ts_ab, ts_ab])}),
+            out / "social" / f"part-{k:05d}.parquet")
+        rows["social"] += 2 * len(a)
+    return rows

@@ -129,3 +129,27 @@ def test_community_taste_items_of_the_users_community_dominate(world):
 def test_bad_sizes_are_refused():
     with pytest.raises(ValueError, match="n_items"):
         generate(n_users=10, n_items=3, n_communities=5)
+
+
+def test_a_world_written_in_chunks_is_the_same_story_and_the_same_files(tmp_path):
+    """write_world (chunks of users, Parquet parts) against generate: the same sizes of things,
+    the same files for the same seed, and a training graph built part by part."""
+    from socialrec.features.graph import graph_from_parquet
+    from socialrec.features.synthetic import write_world
+
+    rows = write_world(tmp_path / "a", 3000, 800, 8, seed=3, chunk_users=700)
+    write_world(tmp_path / "b", 3000, 800, 8, seed=3, chunk_users=700)
+    for table in ("interactions", "shares", "social", "users"):
+        a = pd.read_parquet(tmp_path / "a" / table)
+        pd.testing.assert_frame_equal(a, pd.read_parquet(tmp_path / "b" / table))
+        assert len(a) == rows[table]
+    whole = generate(n_users=3000, n_items=800, n_communities=8, seed=3)
+    assert 0.8 < rows["interactions"] / len(whole.interactions) < 1.25
+    assert 0.9 < rows["social"] / len(whole.social) < 1.1
+    assert 0.6 < rows["shares"] / len(whole.shares) < 1.6
+    graph = graph_from_parquet(tmp_path / "a")
+    assert graph.n_users == 3000 and graph.n_items == 800
+    assert graph.users.ids[:3] == ["u0", "u1", "u2"]
+    inter = pd.read_parquet(tmp_path / "a" / "interactions")
+    assert graph.train.nnz < inter[["user_id", "item_id"]].drop_duplicates().shape[0]
+    assert (graph.social != graph.social.T).nnz == 0 and graph.social.nnz == rows["social"]
