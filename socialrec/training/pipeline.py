@@ -167,8 +167,11 @@ def make_bundle(
     context = ShareContext.from_graph(graph, user_emb, item_emb, cut=prepared.split.cut_ts)
     ranker = None
     if len(graph.shares_valid) and len(graph.shares_test):
+        # trained on the candidates it will rank: with share_hops 2 friends of friends too (a
+        # ranker trained on friends only ranked 2-hop candidates it had never seen, and collapsed)
         fitted = train_share_ranker(
-            graph, user_emb, item_emb, cut=prepared.split.cut_ts, seed=int(config["split"]["seed"])
+            graph, user_emb, item_emb, hops=config["evaluation"]["share_hops"],
+            cut=prepared.split.cut_ts, seed=int(config["split"]["seed"])
         )
         ranker = fitted.to_dict()
         metrics["share_ranker"] = evaluate_share(

@@ -72,3 +72,25 @@ def test_early_stopping_can_watch_push_or_a_combination(prepared_and_config, obj
                 else np.sqrt(recommend["ndcg@20"] * push["ndcg@10"]))
     got = validator_for(prepared.graph, config)(user_emb, item_emb)
     assert got == pytest.approx(expected)
+
+
+def test_the_share_ranker_is_trained_on_the_hops_it_is_evaluated_on(prepared_and_config,
+                                                                   monkeypatch):
+    """With evaluation.share_hops 2 the ranker must learn from 2-hop candidates too: trained on
+    friends only it ranked friends of friends it had never seen, and collapsed."""
+    import socialrec.training.pipeline as pipeline
+    from socialrec.models.base import EmbeddingModel
+
+    prepared, config = prepared_and_config
+    config = {**config, "evaluation": {**config["evaluation"], "share_hops": 2}}
+    seen = {}
+    real = pipeline.train_share_ranker
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train_share_ranker", spy)
+    metrics: dict = {}
+    pipeline.make_bundle(prepared, EmbeddingModel(*embeddings(prepared)), config, metrics)
+    assert seen["hops"] == 2 and "share_ranker" in metrics
