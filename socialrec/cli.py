@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -84,8 +84,8 @@ def _registry_bundle(cfg: dict, alias: str | None = None) -> tuple[ModelBundle, 
 @app.command()
 def push(
     item: Annotated[str, typer.Option(help="Item id to push.")],
-    k: Annotated[int, typer.Option(help="How many users.")],
     out: Annotated[Path, typer.Option(help="Output file (.parquet or .csv).")],
+    k: Annotated[int, typer.Option(help="How many users (propensity, no --budget).")] = 100,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     alias: Annotated[
@@ -98,9 +98,17 @@ def push(
         int | None, typer.Option(help="Frequency cap: pushes per window.")
     ] = None,
     window_hours: Annotated[int, typer.Option(help="Frequency cap window.")] = 24,
+    objective: Annotated[str, typer.Option(
+        help="propensity | uplift | margin (uplift and margin need the bundle's uplift model)")
+    ] = "propensity",
+    budget: Annotated[float | None, typer.Option(
+        help="Spend at most this: a number of pushes, or money with --budget-kind money.")
+    ] = None,
+    budget_kind: Annotated[str, typer.Option(help="pushes | money")] = "pushes",
 ) -> None:
     """Campaign-size push list (k up to every user) written to a file, with the same rules as
-    the service's /push_targets."""
+    the service's /push_targets; with --objective uplift|margin and --budget, the budget is
+    allocated across users and treatments as the service's does (serving/push_objective.py)."""
     import pandas as pd
 
     from socialrec.features.events import EventStore
@@ -126,6 +134,9 @@ def push(
             os.environ.get("SOCIALREC_EVENT_STORE")
             or tracking.anchored_sqlite(cfg["serving"]["event_store"])
         )
+    if objective != "propensity" or budget is not None:
+        _push_with_budget(cfg, bundle, version, item, objective, budget, budget_kind, rules, out)
+        return
     t = time.perf_counter()
     try:
         result = push_targets(bundle, item, k, rules, store)
@@ -151,6 +162,66 @@ def push(
         f"{len(frame):,} users for item {item} from {version} "
         f"({result.strategy}, {time.perf_counter() - t:.2f} s) -> {out}; removed: {removed}"
     )
+
+
+def _push_with_budget(cfg: dict, bundle: ModelBundle, version: str, item: str, objective: str,
+                      budget: float | None, budget_kind: str, rules: Any, out: Path) -> None:
+    """``socialrec push --objective ... --budget ...``: the allocation /push_targets makes."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+    import pandas as pd
+
+    from socialrec.features.events import EventStore
+    from socialrec.serving.push_objective import BudgetError, check_budget, plan
+    from socialrec.serving.retrieval import make_rules, select_users
+
+    def refuse(message: str) -> None:
+        console.print(f"[red]{message}[/red]")
+        raise typer.Exit(2)
+
+    if objective not in ("propensity", "uplift", "margin"):
+        refuse(f"--objective: expected propensity, uplift or margin, got {objective!r}")
+    if budget_kind not in ("pushes", "money"):
+        refuse(f"--budget-kind: expected pushes or money, got {budget_kind!r}")
+    if budget is None:
+        refuse("--budget: needed with --objective uplift or margin")
+    model = bundle.uplift
+    if model is None and objective != "propensity":
+        refuse(f"--objective {objective}: the bundle {version} has no uplift model "
+               "(socialrec uplift train)")
+    if model is None or objective == "propensity":
+        refuse("--budget with --objective propensity: give --k instead")
+    assert model is not None and budget is not None
+    money = budget if budget_kind == "money" else None
+    pushes = int(budget) if budget_kind == "pushes" else None
+    try:
+        treatments = check_budget(model, money, pushes, {}, None)
+    except BudgetError as err:
+        refuse(f"--budget: {err}")
+    index = bundle.items.get(item)
+    if index is None:
+        refuse(f"item_id {item!r} is not in the model's item map")
+    assert index is not None
+    t = time.perf_counter()
+    store = EventStore(os.environ.get("SOCIALREC_EVENT_STORE")
+                       or tracking.anchored_sqlite(cfg["serving"]["event_store"]))
+    eligible = select_users(bundle, index, len(bundle.users),
+                            make_rules(bundle, index, rules, store))
+    found = plan(bundle, model, index, item, eligible.users, np.zeros(0, dtype=np.int64),
+                 objective, money, pushes, treatments, {}, store, None, datetime.now(UTC))
+    store.close()
+    frame = pd.DataFrame({
+        "rank": range(1, len(found.users) + 1), "user_id": bundle.users.to_ids(found.users),
+        "treatment": found.treatments, "explored": found.explored, "value": found.values,
+        "effect": found.effects, "cost": found.costs, "reason": found.reasons,
+        "item_id": item, "model_version": version})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False) if out.suffix == ".csv" else frame.to_parquet(out, index=False)
+    given = frame.treatment.value_counts().to_dict()
+    console.print(f"{len(frame):,} users for item {item} from {version} by {objective} "
+                  f"({time.perf_counter() - t:.2f} s), expected spend {found.spent:.2f}, "
+                  f"treatments {given} -> {out}")
 
 
 @app.command()

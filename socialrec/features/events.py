@@ -340,6 +340,20 @@ class EventStore:
                 found.update(u for (u,) in conn.execute(query, {"ids": chunk}))
         return found
 
+    def sharers(self, request_ids: list[str]) -> dict[str, str]:
+        """The sharer of each of ``request_ids`` that was a ``share_partners`` response (its
+        exposures' ``user_id``: the requesting user): a ``join`` answering such a request makes
+        the joiner and the sharer friends (serving/foldin_state.py). Other ids are absent."""
+        t = self.exposures_table
+        query = sa.select(t.c.request_id, t.c.user_id).distinct().where(
+            t.c.endpoint == "share_partners",
+            t.c.request_id.in_(sa.bindparam("ids", expanding=True)))
+        found: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(dict.fromkeys(request_ids)), _IN_CHUNK):
+                found.update((r, u) for r, u in conn.execute(query, {"ids": chunk}))
+        return found
+
     def close(self) -> None:
         """Release the connection pool (the data is already committed)."""
         self.engine.dispose()

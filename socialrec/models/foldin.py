@@ -152,7 +152,10 @@ def least_squares(fixed: np.ndarray, gram: np.ndarray, rows: np.ndarray,
     y = fixed[rows].astype(np.float64)
     c = np.asarray(confidence, dtype=np.float64)
     a = gram + (y.T * (c - 1.0)) @ y + regularization * np.eye(len(gram))
-    return np.linalg.solve(a, y.T @ c)
+    try:
+        return np.linalg.solve(a, y.T @ c)
+    except np.linalg.LinAlgError:  # singular only without regularisation: the least-norm answer
+        return np.linalg.lstsq(a, y.T @ c, rcond=None)[0]
 
 
 class FoldIn:

@@ -113,14 +113,19 @@ class _Judge:
         return Selected(order[pick], scores[pick], removed, "", dropped)
 
 
-def select_users(bundle: ModelBundle, item: int, k: int, rules: Sequence[Rule]) -> Selected:
-    """The ``k`` best users for ``item`` (internal id) that pass every rule.
+def select_users(bundle: ModelBundle, item: int | None, k: int, rules: Sequence[Rule],
+                 query: np.ndarray | None = None) -> Selected:
+    """The ``k`` best users for ``item`` (internal id) that pass every rule; for a product the
+    model does not know (``item`` None), for its vector ``query`` (serving/campaigns.py).
 
     Fewer than ``k`` only when fewer than ``k`` users are eligible at all.
     """
     n = len(bundle.user_emb)
     k = min(k, n)
-    query = bundle.item_emb[item]
+    if query is None:
+        if item is None:
+            raise ValueError("select_users: give an item or a query vector")
+        query = bundle.item_emb[item]
     judge = _Judge(rules, n)
     index = bundle.user_index
     fetch = min(n, OVERFETCH * k)
@@ -143,16 +148,38 @@ def select_users(bundle: ModelBundle, item: int, k: int, rules: Sequence[Rule]) 
         fetch = min(n, fetch * GROWTH)
 
 
-def make_rules(bundle: ModelBundle, item: int, settings: PushRules, store: PushCounts | None,
-               holdout: CampaignHoldout | None = None, now: datetime | None = None) -> list[Rule]:
+def select_scored(scores: np.ndarray, k: int, rules: Sequence[Rule]) -> Selected:
+    """The ``k`` best users by ``scores`` (one per user, computed by the caller: a campaign over
+    several products scores each user by their best, serving/campaigns.py) that pass every
+    rule: :func:`select_users`' exact path, equal scores in user order."""
+    n = len(scores)
+    k = min(k, n)
+    judge = _Judge(rules, n)
+    fetch = min(n, OVERFETCH * k)
+    while True:
+        users = np.argpartition(-scores, fetch - 1)[:fetch] if 0 < fetch < n else np.arange(n)
+        users = users[np.lexsort((users, -scores[users]))]
+        judge.judge(users)
+        found = judge.take(users, scores[users], k)
+        if found is not None:
+            return found._replace(strategy="exact")
+        if fetch >= n:
+            return judge.take_all(users, scores[users])._replace(strategy="exact")
+        fetch = min(n, fetch * GROWTH)
+
+
+def make_rules(bundle: ModelBundle, item: int | None, settings: PushRules,
+               store: PushCounts | None, holdout: CampaignHoldout | None = None,
+               now: datetime | None = None, buyers: np.ndarray | None = None) -> list[Rule]:
     """The rules ``settings`` asks for, cheapest first (the frequency cap reads the store, so it
     only sees the users every other rule let through). With a store, the opt-out rule also
-    honours ``unsubscribe`` feedback."""
+    honours ``unsubscribe`` feedback. ``item`` is None for a push the bundle holds no product
+    for (a new product, a campaign over several): ``buyers`` then says whom to exclude."""
     rules: list[Rule] = []
     if settings.respect_opt_out:
         rules.append(OptOut(bundle, store if isinstance(store, Unsubscribes) else None))
     if settings.exclude_buyers:
-        rules.append(ExcludeBuyers(bundle, item))
+        rules.append(ExcludeBuyers(bundle, item, buyers))
     if settings.holdout and holdout is not None:
         rules.append(holdout)
     if settings.frequency_cap is not None:
@@ -184,16 +211,23 @@ def push_targets(bundle: ModelBundle, item_id: str, k: int, rules: PushRules | N
                        chosen.strategy)
 
 
-def recommend_items(bundle: ModelBundle, user: int, k: int, exclude_seen: bool
+def recommend_items(bundle: ModelBundle, user: int | None, k: int, exclude_seen: bool,
+                    query: np.ndarray | None = None, seen: np.ndarray | None = None
                     ) -> tuple[np.ndarray, np.ndarray, str]:
-    """Top ``k`` items for ``user`` (internal id): ``(items, scores, strategy)``."""
+    """Top ``k`` items for ``user`` (internal id): ``(items, scores, strategy)``; for a user the
+    model has no vector for (``user`` None), for their folded-in ``query`` and the items they
+    interacted with, ``seen`` (serving/fallback.py)."""
     n_items = len(bundle.item_emb)
-    seen = bundle.seen.indices[bundle.seen.indptr[user]:bundle.seen.indptr[user + 1]]
+    if query is None or seen is None:
+        if user is None:
+            raise ValueError("recommend_items: give a user or a query vector and its seen items")
+        query = bundle.user_emb[user] if query is None else query
+        seen = (bundle.seen.indices[bundle.seen.indptr[user]:bundle.seen.indptr[user + 1]]
+                if seen is None else seen)
     k = min(k, n_items - (len(seen) if exclude_seen else 0))
     if k <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), "exact"
     fetch = min(n_items, k + (len(seen) if exclude_seen else 0))
-    query = bundle.user_emb[user]
     index = bundle.item_index
     strategy = index_strategy(index)
     if index is not None and fetch < EXACT_SHARE * n_items:

@@ -57,12 +57,16 @@ def buyers(bundle: ModelBundle, item: int) -> np.ndarray:
 
 
 class ExcludeBuyers(Rule):
-    """Users who already bought the item (``bundle.purchases``) are not pushed it again."""
+    """Users who already bought the item (``bundle.purchases``) are not pushed it again; ``also``
+    adds buyers the bundle does not hold (of a product it does not know, ``item`` None: those
+    the event store reported, serving/campaigns.py)."""
 
     name = "exclude_buyers"
 
-    def __init__(self, bundle: ModelBundle, item: int) -> None:
-        self.buyers = buyers(bundle, item)
+    def __init__(self, bundle: ModelBundle, item: int | None,
+                 also: np.ndarray | None = None) -> None:
+        known = buyers(bundle, item) if item is not None else np.zeros(0, dtype=np.int64)
+        self.buyers = known if also is None else np.union1d(known, also)
 
     def blocked(self, users: np.ndarray) -> np.ndarray:
         return np.isin(users, self.buyers)

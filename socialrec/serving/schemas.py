@@ -4,7 +4,7 @@ generated from these; bodies that do not match them get a 400 naming the field."
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -67,10 +67,32 @@ class Budget(Strict):
         return self
 
 
+#: Products one campaign may name (``item_ids``, ``seed_items``).
+CAMPAIGN_ITEMS_MAX = 1000
+#: An id inside a list.
+Id = Annotated[str, Field(min_length=1, max_length=ID_MAX, pattern=ID_PATTERN)]
+
+
 class PushRequest(Strict):
-    item_id: str = id_field(description="the product to push")
+    item_id: str | None = id_field(
+        None, description="the product to push (one of item_id, item_ids, category is needed); "
+        "a product the model does not know is represented by its first feedback events, else "
+        "by seed_items, else by item_category (the response's strategy says which)")
+    item_ids: list[Id] | None = Field(
+        None, min_length=1, max_length=CAMPAIGN_ITEMS_MAX,
+        description="a campaign over several products (with item_id and category, if given): "
+        "each user is ranked by their best product of the set, the rules applied once per user")
+    category: str | None = id_field(
+        None, description="a campaign over every product of this category the model knows (plus "
+        "item_id / item_ids); also the category of new products in it unless item_category says")
+    item_category: str | None = id_field(
+        None, description="the category of the products the model does not know")
+    seed_items: list[Id] | None = Field(
+        None, min_length=1, max_length=CAMPAIGN_ITEMS_MAX,
+        description="products the model knows that the new ones resemble")
     campaign_id: str | None = id_field(
-        None, description="the campaign (the A/B unit and the holdout's key; item_id when absent)")
+        None, description="the campaign (the A/B unit and the holdout's key; when absent: "
+        "item_id, else category:<category>, else items:<hash of item_ids>)")
     k: int = Field(100, ge=1, le=K_MAX, description="how many users (at most the model's users)")
     rules: PushRules = PushRules()
     objective: Literal["propensity", "uplift", "margin"] = Field(
@@ -86,6 +108,12 @@ class PushRequest(Strict):
         description="the item's price, for the margin objective (default: the mean order value "
         "the uplift model saw)")
 
+    @model_validator(mode="after")
+    def _names_products(self) -> PushRequest:
+        if self.item_id is None and not self.item_ids and self.category is None:
+            raise ValueError("give item_id, item_ids or category: the product(s) to push")
+        return self
+
 
 class Served(BaseModel):
     """What every response says about who answered."""
@@ -98,7 +126,7 @@ class Served(BaseModel):
 
 
 class PushResponse(Served):
-    item_id: str
+    item_id: str | None = Field(description="the product pushed (null: a campaign over several)")
     campaign_id: str
     users: list[str] = Field(description="user ids, best first")
     scores: list[float] = Field(description="the score of each user (same order)")
@@ -113,6 +141,12 @@ class PushResponse(Served):
     costs: list[float] | None = Field(None, description="expected cost of each user's treatment")
     reasons: list[str] | None = Field(None, description="a short reason a message can use")
     spent: float | None = Field(None, description="expected spend of the whole list")
+    user_items: list[str] | None = Field(
+        None, description="a campaign over several products: the product each user was ranked "
+        "for (their best of the set)")
+    new_items: dict[str, str] | None = Field(
+        None, description="products the model does not know, and what represented each: "
+        "foldin (its feedback events), seeds (seed_items) or category (its category's products)")
 
 
 # -- share partners ------------------------------------------------------------------------------

@@ -17,6 +17,9 @@ SOCIALREC_EXPERIMENTS      experiments YAML (configs/experiments.yaml); none: no
 SOCIALREC_ADMIN_TOKEN      token of ``POST /admin/reload`` (unset: the endpoint answers 403)
 SOCIALREC_POLL_SECONDS     how often aliases are re-resolved (default 30; 0 turns polling off)
 SOCIALREC_THREADS          request threads (default 8)
+SOCIALREC_FOLDIN_*          fold-in of new products and users from feedback: how often other
+                           replicas' feedback is read (``..._SECONDS``, default 2), how far back a
+                           new model version reads (``..._DAYS``, 30): serving/foldin_state.py
 =========================  =========================================================================
 
 Every response carries ``request_id`` (uuid4), ``experiment``, ``variant``, ``model_version`` and
@@ -24,6 +27,13 @@ Every response carries ``request_id`` (uuid4), ``experiment``, ``variant``, ``mo
 (serving/exposures.py); feedback is committed before its reply. Bad requests get a
 4xx with ``{"error", "field", "expected"}`` (unknown ids 404, ``k`` beyond the model 422, schema
 violations 400 from BentoML's validation), never a 500.
+
+New products and users without a retrain: /push_targets takes products the model has not seen
+(represented by their feedback events folded in, else seed items, else their category) and
+campaigns over several products or a category (serving/campaigns.py); /recommend folds a new
+user in from their first events (serving/fallback.py); feedback reaches the fold-in state of this
+replica before the reply, other replicas within ``SOCIALREC_FOLDIN_SECONDS``
+(serving/foldin_state.py, models/foldin.py).
 
 Fallbacks: an unknown user on /recommend gets popular items (``strategy: popular``); a user
 known only through the social graph gets their friends' favourites; an unknown item on
@@ -63,11 +73,13 @@ from socialrec.features.experiments import (
     Experiments,
     load_experiments,
 )
+from socialrec.serving.campaigns import CampaignError, Push, campaign_id, choose_users, resolve
 from socialrec.serving.exposures import ExposureLog, ServedList
-from socialrec.serving.fallback import friends_favourites, has_interactions, popular_items
+from socialrec.serving.fallback import cold_start, has_interactions
+from socialrec.serving.foldin_state import FoldIns
 from socialrec.serving.loader import LoadedModel, ModelSet, source_from_env
 from socialrec.serving.push_objective import BudgetError, check_budget, plan
-from socialrec.serving.retrieval import Selected, make_rules, recommend_items, select_users
+from socialrec.serving.retrieval import recommend_items
 from socialrec.serving.rules import CampaignHoldout
 from socialrec.serving.schemas import (
     K_MAX,
@@ -212,6 +224,9 @@ class SocialRec:
         self.exposures = ExposureLog(self.settings.event_store)
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
+        # new products and users from feedback, per served version (serving/foldin_state.py)
+        self.foldins = FoldIns(lambda: list(self.state.models.values()), lambda: self.store)
+        self.foldins.start()
         if self.settings.poll_seconds > 0:
             threading.Thread(target=self._poll, name="socialrec-model-poll", daemon=True).start()
         log.info("serving %s", {a: m.version for a, m in self.state.models.items()})
@@ -258,15 +273,15 @@ class SocialRec:
 
     # -- push ----------------------------------------------------------------------------------
 
-    def _push(self, req: PushRequest) -> tuple[Route, str, Selected]:
-        campaign = req.campaign_id or req.item_id
+    def _push(self, req: PushRequest) -> tuple[Route, str, Push]:
+        campaign = campaign_id(req)
         route = self._route("push_targets", campaign)
         bundle = route.model.bundle
-        item = bundle.items.get(req.item_id)
-        if item is None:
-            raise RequestError(404, f"item_id {req.item_id!r} is not known to model "
-                               f"{route.model.version}", "item_id",
-                               "an item id the model was trained on")
+        signals = self.foldins.signals(route.model)
+        try:  # the products, new ones included (serving/campaigns.py)
+            target = resolve(bundle, signals, req, route.model.version)
+        except CampaignError as err:
+            raise RequestError(err.status, str(err), err.field, err.expected) from err
         n_users = len(bundle.users)
         if req.k > n_users:
             raise RequestError(422, f"k={req.k} is more than the model's {n_users} users", "k",
@@ -277,20 +292,19 @@ class SocialRec:
         if req.rules.frequency_cap is not None and not self.exposures.flush():
             # count every push answered before this one; say so when that was not possible
             log.warning("frequency cap read the event store before all pushes were written")
-        rules = make_rules(bundle, item, req.rules, self.store, holdout)
-        chosen = select_users(bundle, item, req.k, rules)
-        removed = dict.fromkeys(RULE_NAMES, 0) | chosen.removed
-        return route, campaign, chosen._replace(removed=removed)
+        chosen = choose_users(bundle, signals, target, req.k, req, self.store, holdout)
+        return route, campaign, chosen.counting(RULE_NAMES)
 
     def _log_push(self, route: Route, served: dict[str, Any], req: PushRequest,
-                  user_ids: list[str], chosen: Selected) -> None:
+                  user_ids: list[str], chosen: Push) -> None:
         """The pushed users, and the held-out ones as ``variant="holdout"`` rows (never sent:
         the A/B analysis compares them with the pushed users; the frequency cap skips them).
         A held-out user's rank is where they would have been in the list."""
         now = _now()
         self.exposures.log(ServedList(
             served["request_id"], now, "push_targets", route.experiment, route.variant,
-            route.model.version, route.unit_id, user_ids, req.item_id, chosen.scores))
+            route.model.version, route.unit_id, user_ids, chosen.items_of(chosen.users),
+            chosen.scores))
         held, held_scores = chosen.dropped.get("holdout", (np.zeros(0, dtype=np.int64),
                                                            np.zeros(0, dtype=np.float32)))
         if len(held):
@@ -298,12 +312,14 @@ class SocialRec:
             self.exposures.log(ServedList(
                 served["request_id"], now, "push_targets", route.experiment, HOLDOUT,
                 route.model.version, route.unit_id, route.model.bundle.users.to_ids(held),
-                req.item_id, held_scores, ranks=above + np.arange(1, len(held) + 1)))
+                chosen.items_of(held), held_scores, ranks=above + np.arange(1, len(held) + 1)))
 
     def _push_with_budget(self, req: PushRequest) -> PushResponse:
         """A push with an objective other than propensity or a budget
         (serving/push_objective.py): each user's treatment, effect, cost and reason."""
-        model = self._route("push_targets", req.campaign_id or req.item_id).model.bundle.uplift
+        bundle = self._route("push_targets", campaign_id(req)).model.bundle
+        model = bundle.uplift
+        one_known = (req.item_id in bundle.items and not req.item_ids and req.category is None)
         money = req.budget.money if req.budget else None
         pushes = req.budget.pushes if req.budget else None
         send_costs = req.budget.costs if req.budget else {}
@@ -311,10 +327,12 @@ class SocialRec:
             allowed = check_budget(model, money, pushes, send_costs, req.treatments)
         except BudgetError as err:
             raise RequestError(422, str(err), err.field, err.expected) from err
-        if model is None or req.objective == "propensity":
+        if model is None or req.objective == "propensity" or not one_known:
             note = (None if req.objective == "propensity" else
                     f"objective {req.objective!r} needs an uplift model, which this bundle has "
-                    "not: ranked by propensity")
+                    "not: ranked by propensity" if model is None else
+                    f"objective {req.objective!r} needs one product the model knows (the uplift "
+                    "model has no features for a new product or a set): ranked by propensity")
             cost = send_costs.get("push", next((t.send_cost for t in model.treatments
                                                 if t.name == "push"), None) if model else None)
             if money is not None and not cost:
@@ -332,7 +350,7 @@ class SocialRec:
             served = route.served(chosen.strategy)
             self._log_push(route, served, plain, user_ids, chosen)
             n = len(user_ids)
-            return PushResponse(**served, item_id=req.item_id, campaign_id=campaign,
+            return PushResponse(**served, **chosen.fields(), campaign_id=campaign,
                                 users=user_ids, scores=chosen.scores.tolist(),
                                 removed=chosen.removed, objective="propensity",
                                 objective_note=note, treatments=["push"] * n,
@@ -342,7 +360,7 @@ class SocialRec:
                                           "budget": None})
         route, campaign, chosen = self._push(everyone)
         bundle = route.model.bundle
-        item = bundle.items.get(req.item_id)
+        item = bundle.items.get(req.item_id or "")
         assert item is not None and bundle.uplift is not None  # _push checked the item
         held = chosen.dropped.get("holdout", (np.zeros(0, dtype=np.int64),))[0]
         now = _now()
@@ -376,7 +394,7 @@ class SocialRec:
         user_ids = route.model.bundle.users.to_ids(chosen.users)
         served = route.served(chosen.strategy)
         self._log_push(route, served, req, user_ids, chosen)
-        return PushResponse(**served, item_id=req.item_id, campaign_id=campaign, users=user_ids,
+        return PushResponse(**served, **chosen.fields(), campaign_id=campaign, users=user_ids,
                             scores=chosen.scores.tolist(), removed=chosen.removed)
 
     @bentoml.api(route="/push_targets_stream")
@@ -394,17 +412,21 @@ class SocialRec:
         user_ids = route.model.bundle.users.to_ids(chosen.users)
         served = route.served(chosen.strategy)
         self._log_push(route, served, req, user_ids, chosen)
-        head = {**served, "item_id": req.item_id, "campaign_id": campaign,
+        products = chosen.fields()
+        user_items = products.pop("user_items")  # a set: one "item_id" on each user's line
+        head = {**served, **products, "campaign_id": campaign,
                 "removed": chosen.removed, "n_users": len(user_ids)}
 
         def lines() -> Iterator[str]:
             yield json.dumps(head) + "\n"
             scores = chosen.scores.tolist()
             for start in range(0, len(user_ids), STREAM_CHUNK):
+                end = start + STREAM_CHUNK
                 yield "".join(
-                    json.dumps({"user_id": u, "score": s}) + "\n"
-                    for u, s in zip(user_ids[start:start + STREAM_CHUNK],
-                                    scores[start:start + STREAM_CHUNK], strict=True))
+                    json.dumps({"user_id": u, "score": s} if user_items is None else
+                               {"user_id": u, "score": s, "item_id": user_items[start + i]})
+                    + "\n" for i, (u, s) in enumerate(zip(user_ids[start:end],
+                                                           scores[start:end], strict=True)))
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")  # type: ignore[return-value]
 
@@ -462,12 +484,10 @@ class SocialRec:
             raise RequestError(422, f"k={req.k} is more than the model's {n_items} items", "k",
                                f"an integer in 1..{n_items}")
         user = bundle.users.get(req.user_id)
-        if user is None:
-            items, scores = popular_items(bundle, req.k)
-            strategy = "popular"
-        elif not has_interactions(bundle, user):
-            items, scores, found = friends_favourites(bundle, user, req.k)
-            strategy = "friends_favourites" if found else "popular"
+        if user is None or not has_interactions(bundle, user):  # serving/fallback.py
+            items, scores, strategy = cold_start(
+                bundle, self.foldins.signals(route.model), req.user_id, user,
+                self.foldins.friends(req.user_id), req.k, req.exclude_seen)
         else:
             items, scores, strategy = recommend_items(bundle, user, req.k, req.exclude_seen)
         served = route.served(strategy)
@@ -488,6 +508,10 @@ class SocialRec:
         events = [Feedback(e.event_id, e.request_id, e.ts or now, e.user_id, e.item_id, e.event,
                            e.value) for e in req.events]
         new = self.store.log_feedback(events)
+        try:  # committed: new products and users fold in now (other replicas: at their poll)
+            self.foldins.observe(events)
+        except Exception:  # the next poll reads them from the store anyway
+            log.exception("fold-in of this feedback failed; left to the next poll")
         return FeedbackResponse(accepted=new, duplicates=len(events) - new)
 
     # -- admin ---------------------------------------------------------------------------------
@@ -527,18 +551,20 @@ class SocialRec:
     @bentoml.on_shutdown
     def close(self) -> None:
         self._stop.set()
+        self.foldins.close()
         self.exposures.close()
         self.store.close()
 
 
 def model_bundle_users(service: SocialRec, req: PushRequest) -> Any:
     """The users of the bundle that answers ``req`` (every one is a candidate of a budget)."""
-    return service._route("push_targets", req.campaign_id or req.item_id).model.bundle.users
+    return service._route("push_targets", campaign_id(req)).model.bundle.users
 
 
 def _stream_plan(resp: PushResponse) -> StreamingResponse:
     """NDJSON of a budgeted push: the response fields, then one line per user."""
-    per_user = ("users", "scores", "treatments", "effects", "costs", "reasons")
+    per_user = ("users", "scores", "treatments", "effects", "costs", "reasons", "user_items")
+    names = {"users": "user_id", "user_items": "item_id"}  # a set: each user's product
     head = {k: v for k, v in resp.model_dump().items() if k not in per_user}
     head["n_users"] = len(resp.users)
     columns = {k: getattr(resp, k) for k in per_user if getattr(resp, k) is not None}
@@ -547,7 +573,7 @@ def _stream_plan(resp: PushResponse) -> StreamingResponse:
         yield json.dumps(head) + "\n"
         for start in range(0, len(resp.users), STREAM_CHUNK):
             yield "".join(
-                json.dumps({("user_id" if k == "users" else k.rstrip("s")): v[i]
+                json.dumps({names.get(k, k.rstrip("s")): v[i]
                             for k, v in columns.items()}) + "\n"
                 for i in range(start, min(start + STREAM_CHUNK, len(resp.users))))
 

@@ -122,3 +122,21 @@ def test_without_an_uplift_model_propensity_answers_and_says_so(tmp_path):
         assert len(r.users) == 10 and np.all(np.diff(r.scores) <= 0)
     finally:
         service.close()
+
+
+def test_the_push_command_writes_the_same_allocation(uplift_bundle_dir, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from socialrec.cli import _push_with_budget
+    from socialrec.serving.schemas import PushRules
+    from socialrec.training.config import load_config
+
+    _, bundle, suits = uplift_bundle_dir
+    monkeypatch.setenv("SOCIALREC_EVENT_STORE", f"sqlite:///{tmp_path / 'e.db'}")
+    out = tmp_path / "push.parquet"
+    _push_with_budget(load_config([]), bundle, "v1", f"i{ITEM}", "uplift", 30, "pushes",
+                      PushRules(holdout=False), out)
+    frame = pd.read_parquet(out)
+    assert len(frame) == 30 and set(frame.treatment) == {"push"}
+    assert suits[bundle.users.to_index(frame.user_id)].all()
+    assert frame.reason.str.startswith("push: expected").all()
