@@ -30,6 +30,10 @@ class Recommender(ABC):
     #: Whether ``fit`` stops early on a :data:`Validator` given to the constructor (``validator=``).
     early_stopping: ClassVar[bool] = False
 
+    #: Whether the model is built from other registered models (``model_section=``: the whole
+    #: ``model:`` section of the config, each part reading its own; models/blend.py).
+    composite: ClassVar[bool] = False
+
     @abstractmethod
     def fit(self, data: GraphData, show_progress: bool = True) -> Self:
         """Learn from ``data.train`` (and ``data.social`` where the model uses it).

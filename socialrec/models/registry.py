@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from socialrec.models.base import Recommender, Validator
 
 #: the modules whose classes register themselves here (imported on the first lookup)
-MODEL_MODULES = ("socialrec.models.baselines", "socialrec.models.socialgnn")
+MODEL_MODULES = ("socialrec.models.baselines", "socialrec.models.socialgnn",
+                 "socialrec.models.blend")
 
 #: a model that takes the keys it does not set from another one's section (``model_params``)
 INHERITS = {"lightgcn": "socialgnn"}
@@ -144,6 +145,7 @@ def make_model(name: str, model_section: Mapping[str, Any], validator: Validator
         raise ValueError(f"bad parameters for model {name!r}: {errors_in_words(e)}") from e
     # every registered class takes its config first (see the module docstring)
     build: Callable[..., Recommender] = entry.model
-    if entry.model.early_stopping:
-        return build(config, validator=validator)
-    return build(config)
+    extra: dict[str, Any] = {"validator": validator} if entry.model.early_stopping else {}
+    if entry.model.composite:  # built from other models' sections (models/blend.py)
+        extra["model_section"] = dict(model_section)
+    return build(config, **extra)
