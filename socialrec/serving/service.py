@@ -17,6 +17,12 @@ SOCIALREC_EXPERIMENTS      experiments YAML (configs/experiments.yaml); none: no
 SOCIALREC_ADMIN_TOKEN      token of ``POST /admin/reload`` (unset: the endpoint answers 403)
 SOCIALREC_POLL_SECONDS     how often aliases are re-resolved (default 30; 0 turns polling off)
 SOCIALREC_THREADS          request threads (default 8)
+SOCIALREC_RETRY_SECONDS    until ready, how often an unanswering model source or event store is
+                           tried again (default 2)
+SOCIALREC_COMMIT_PUSHES    ``1``: a push replies once its exposures are committed, so that a
+                           frequency cap on any replica sharing the event store counts it (adds the
+                           writer's commit, ~20-30 ms, to each push); default ``0``: exact within
+                           one replica, which flushes before it counts
 SOCIALREC_FOLDIN_*          fold-in of new products and users from feedback: how often other
                            replicas' feedback is read (``..._SECONDS``, default 2), how far back a
                            new model version reads (``..._DAYS``, 30): serving/foldin_state.py
@@ -43,11 +49,21 @@ partners are ranked by the bundle's learned share ranker (``strategy: share_rank
 without one, or without share history, ranks friends by tie strength then affinity
 (``strategy: share_default:tie_strength,affinity``, and ``reason`` says why): serving/share.py.
 
+Readiness: the service starts even when its model source (registry) or event store does not
+answer, and tries them again every ``SOCIALREC_RETRY_SECONDS``; until every alias has a bundle and
+the event store answered, ``/readyz`` answers 503 and every endpoint a JSON 503 saying what it
+waits for. At start-up without a registry, each alias's last version resolved through the same
+``SOCIALREC_CACHE_DIR`` is served if its download is cached (serving/loader.py). Later, a registry
+that stops answering (a poll or ``/admin/reload`` failing) never empties the service: it keeps
+serving what it has, and ``GET /status`` and one WARNING line say so (serving/health.py,
+serving/http.py); an event store that stops answering turns the requests that need it into 503s.
+
 Never imports torch: numpy, FAISS, scipy, pydantic, BentoML and the MLflow client only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hmac
 import json
@@ -64,6 +80,8 @@ import bentoml
 import faiss
 import numpy as np
 from bentoml.validators import ContentType
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from starlette.responses import JSONResponse, StreamingResponse
 
 from socialrec.features.events import HOLDOUT, EventStore, Feedback
@@ -77,7 +95,9 @@ from socialrec.serving.campaigns import CampaignError, Push, campaign_id, choose
 from socialrec.serving.exposures import ExposureLog, ServedList
 from socialrec.serving.fallback import cold_start, has_interactions
 from socialrec.serving.foldin_state import FoldIns
-from socialrec.serving.loader import LoadedModel, ModelSet, source_from_env
+from socialrec.serving.health import Dependency, one_line
+from socialrec.serving.http import add_http_edges, log_client_errors_on_one_line
+from socialrec.serving.loader import BundleSource, LoadedModel, ModelSet, source_from_env
 from socialrec.serving.push_objective import BudgetError, check_budget, plan
 from socialrec.serving.retrieval import recommend_items
 from socialrec.serving.rules import CampaignHoldout
@@ -118,17 +138,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def json_errors(func: F) -> F:
     """Turn a :class:`RequestError` into its JSON response (BentoML's own wraps messages in a
-    list and hides 401/403 reasons)."""
+    list and hides 401/403 reasons); an event store that does not answer into a 503."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except (OperationalError, InterfaceError) as exc:  # connection-level: retrying may work
+            log.warning("event store error, answered 503: %s", one_line(exc))
+            error = RequestError(503, f"event store unavailable, retry later: {one_line(exc)}")
         except RequestError as exc:
-            ctx = kwargs.get("ctx")
-            if ctx is not None:  # BentoML applies the context's status to any response
-                ctx.response.status_code = exc.status
-            return JSONResponse(exc.body.model_dump(), status_code=exc.status)
+            error = exc
+        ctx = kwargs.get("ctx")
+        if ctx is not None:  # BentoML applies the context's status to any response
+            ctx.response.status_code = error.status
+        return JSONResponse(error.body.model_dump(), status_code=error.status)
 
     return wrapper  # type: ignore[return-value]
 
@@ -145,6 +169,8 @@ class Settings:
     default_alias: str
     admin_token: str | None
     poll_seconds: float
+    retry_seconds: float
+    commit_pushes: bool
     endpoint_aliases: dict[str, str] = field(default_factory=dict)  # endpoint -> its own alias
 
     @classmethod
@@ -156,6 +182,8 @@ class Settings:
             default_alias=env.get("SOCIALREC_ALIAS", "champion"),
             admin_token=env.get("SOCIALREC_ADMIN_TOKEN") or None,
             poll_seconds=float(env.get("SOCIALREC_POLL_SECONDS", "30")),
+            retry_seconds=float(env.get("SOCIALREC_RETRY_SECONDS", "2")),
+            commit_pushes=env.get("SOCIALREC_COMMIT_PUSHES", "0") == "1",
             endpoint_aliases={e: alias for e in ROUTED_ENDPOINTS
                               if (alias := env.get(endpoint_alias_variable(e)))},
         )
@@ -208,28 +236,149 @@ def _one_openmp_thread() -> None:
         _omp.done = True
 
 
-@bentoml.service(
-    workers=1,
-    threads=int(os.environ.get("SOCIALREC_THREADS", "8")),
-    traffic={"timeout": 300},
-)
+#: BentoML options of the service, shared with the Bento's (serving/bento_service.py).
+SERVICE_OPTIONS: dict[str, Any] = {
+    "workers": 1,
+    "threads": int(os.environ.get("SOCIALREC_THREADS", "8")),
+    "traffic": {"timeout": 300},
+}
+
+
+@bentoml.service(**SERVICE_OPTIONS)
 class SocialRec:
     def __init__(self) -> None:
         self.settings = Settings.from_env()
         experiments = (load_experiments(self.settings.experiments)
                        if self.settings.experiments else Experiments())
-        self.models = ModelSet(source_from_env(), self._aliases(experiments))
+        log_client_errors_on_one_line()
+        logging.getLogger("socialrec").setLevel(logging.INFO)  # BentoML leaves WARNING
+        self.models = ModelSet(self.bundle_source())  # loaded by _connect
         self.state = Snapshot(experiments, self.models.models)
-        self.store = EventStore(self.settings.event_store)
-        self.exposures = ExposureLog(self.settings.event_store)
+        self.source_health = Dependency(f"model source ({self.models.source.describe()})")
+        self.store_health = Dependency(f"event store ({self._store_name()})")
+        self._store: EventStore | None = None
+        self._exposures: ExposureLog | None = None
+        self.waiting: str | None = "starting"  # what readiness waits for; None once ready
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         # new products and users from feedback, per served version (serving/foldin_state.py)
-        self.foldins = FoldIns(lambda: list(self.state.models.values()), lambda: self.store)
+        self.foldins = FoldIns(lambda: list(self.state.models.values()), lambda: self._store)
+        self._connect()  # when everything answers (the usual case) the service is ready now
         self.foldins.start()
-        if self.settings.poll_seconds > 0:
-            threading.Thread(target=self._poll, name="socialrec-model-poll", daemon=True).start()
-        log.info("serving %s", {a: m.version for a, m in self.state.models.items()})
+        if self.waiting is not None or self.settings.poll_seconds > 0:
+            threading.Thread(target=self._maintain, name="socialrec-maintain",
+                             daemon=True).start()
+
+    def bundle_source(self) -> BundleSource:
+        """Where bundles come from: the environment's (the Bento's service packs its own)."""
+        return source_from_env()
+
+    # -- dependencies: connecting, readiness, status -------------------------------------------
+
+    @property
+    def store(self) -> EventStore:
+        if self._store is None:
+            raise RequestError(503, f"not ready: {self.waiting}")
+        return self._store
+
+    @property
+    def exposures(self) -> ExposureLog:
+        if self._exposures is None:
+            raise RequestError(503, f"not ready: {self.waiting}")
+        return self._exposures
+
+    def _store_name(self) -> str:
+        try:
+            return make_url(self.settings.event_store).render_as_string(hide_password=True)
+        except SQLAlchemyError:
+            return "(unparsable URL)"
+
+    def _connect(self) -> None:
+        """Try what has not answered yet: the event store (then start the exposure writer) and
+        the bundles of every alias; ``waiting`` then says what is still missing."""
+        if self._store is None:
+            try:
+                store = EventStore(self.settings.event_store)
+            except SQLAlchemyError as exc:
+                self.store_health.down(exc, "not ready until it answers")
+            else:
+                self._exposures = ExposureLog(self.settings.event_store)
+                self._store = store
+                self.store_health.up()
+        if self._missing_aliases():
+            with contextlib.suppress(Exception):  # recorded and logged by _refresh_models
+                self._refresh_models()
+        was, self.waiting = self.waiting, self._waiting_for()
+        if self.waiting is None and was is not None:
+            log.info("ready: serving %s", self._served())
+
+    def _missing_aliases(self) -> list[str]:
+        return sorted(self._aliases(self.state.experiments) - set(self.state.models))
+
+    def _waiting_for(self) -> str | None:
+        reasons = []
+        if missing := self._missing_aliases():
+            reasons.append(f"no model for alias {', '.join(missing)} "
+                           f"({self.source_health.error or 'not loaded yet'})")
+        if self._store is None:
+            reasons.append(f"event store not reachable ({self.store_health.error})")
+        return "; ".join(reasons) or None
+
+    def _refresh_models(self, reread_experiments: bool = False) -> list[str]:
+        """:meth:`refresh`, recording whether the model source answered. A failure swaps
+        nothing (at start-up, each alias's last known version is served if cached)."""
+        try:
+            changed = self.refresh(reread_experiments)
+        except Exception as exc:
+            if self._missing_aliases():
+                self._load_last_known()
+            serving = self._served()
+            self.source_health.down(exc, f"still serving {serving}" if serving
+                                    else "nothing to serve until it answers")
+            raise
+        self.source_health.up(f"serving {self._served()}")
+        return changed
+
+    def _served(self) -> str:
+        return ", ".join(f"{a}={m.version}" for a, m in sorted(self.state.models.items()))
+
+    def _load_last_known(self) -> None:
+        with self._reload_lock:
+            try:
+                found = self.models.load_last_known(self._missing_aliases())
+            except Exception as exc:
+                log.warning("could not load the last known versions either: %s", one_line(exc))
+                return
+            if found:
+                self.state = Snapshot(self.state.experiments, self.models.models)
+
+    def _maintain(self) -> None:
+        """Until ready, try again every ``retry_seconds``; then re-resolve the aliases every
+        ``poll_seconds`` (when > 0)."""
+        while self.waiting is not None:
+            if self._stop.wait(self.settings.retry_seconds):
+                return
+            self._connect()
+        while self.settings.poll_seconds > 0 and not self._stop.wait(self.settings.poll_seconds):
+            with contextlib.suppress(Exception):  # recorded and logged by _refresh_models
+                self._refresh_models()
+
+    def status(self) -> tuple[bool, dict[str, Any]]:
+        """Readiness and its details, for ``GET /status``."""
+        ready = self.__is_ready__()
+        writer = self._exposures
+        return ready, {
+            "ready": ready,
+            "waiting_for": self.waiting,
+            "models": {a: m.version for a, m in sorted(self.state.models.items())},
+            "model_source": {"where": self.models.source.describe(),
+                             **self.source_health.as_dict()},
+            "event_store": {"where": self._store_name(), **self.store_health.as_dict()},
+            "exposure_writer": None if writer is None else {
+                "alive": writer.alive, "pending_rows": writer.pending_rows,
+                "dropped_rows": writer.dropped_rows, "failed_rows": writer.failed_rows},
+            "foldin": self.foldins.status(),
+        }
 
     # -- models and routing --------------------------------------------------------------------
 
@@ -252,15 +401,10 @@ class SocialRec:
             self.state = Snapshot(experiments, self.models.models)
             return changed
 
-    def _poll(self) -> None:
-        while not self._stop.wait(self.settings.poll_seconds):
-            try:
-                self.refresh()
-            except Exception:  # keep serving what we have; try again next time
-                log.exception("model refresh failed")
-
     def _route(self, endpoint: str, unit_id: str) -> Route:
         _one_openmp_thread()
+        if self.waiting is not None:  # start-up: a dependency has not answered yet
+            raise RequestError(503, f"not ready: {self.waiting}")
         state = self.state  # one read: this request sees one consistent set of bundles
         found = state.experiments.for_endpoint(endpoint)
         if found is None:
@@ -313,6 +457,13 @@ class SocialRec:
                 served["request_id"], now, "push_targets", route.experiment, HOLDOUT,
                 route.model.version, route.unit_id, route.model.bundle.users.to_ids(held),
                 chosen.items_of(held), held_scores, ranks=above + np.arange(1, len(held) + 1)))
+
+    def _commit_before_reply(self) -> None:
+        """With ``SOCIALREC_COMMIT_PUSHES=1``, wait until this push's exposures are committed:
+        a frequency cap on any replica sharing the event store then counts it."""
+        if self.settings.commit_pushes and not self.exposures.flush():
+            raise RequestError(503, "the push could not be recorded in the event store in time; "
+                               "retry later")
 
     def _push_with_budget(self, req: PushRequest) -> PushResponse:
         """A push with an objective other than propensity or a budget
@@ -394,6 +545,7 @@ class SocialRec:
         user_ids = route.model.bundle.users.to_ids(chosen.users)
         served = route.served(chosen.strategy)
         self._log_push(route, served, req, user_ids, chosen)
+        self._commit_before_reply()
         return PushResponse(**served, **chosen.fields(), campaign_id=campaign, users=user_ids,
                             scores=chosen.scores.tolist(), removed=chosen.removed)
 
@@ -412,6 +564,7 @@ class SocialRec:
         user_ids = route.model.bundle.users.to_ids(chosen.users)
         served = route.served(chosen.strategy)
         self._log_push(route, served, req, user_ids, chosen)
+        self._commit_before_reply()
         products = chosen.fields()
         user_items = products.pop("user_items")  # a set: one "item_id" on each user's line
         head = {**served, **products, "campaign_id": campaign,
@@ -532,12 +685,11 @@ class SocialRec:
             raise RequestError(403, "wrong admin token", "Authorization",
                                "Bearer <SOCIALREC_ADMIN_TOKEN>")
         try:
-            changed = self.refresh(reread_experiments=True)
+            changed = self._refresh_models(reread_experiments=True)
         except ValueError as exc:  # a bad experiments file or share ranker
             raise RequestError(422, f"reload refused, still serving the old models: {exc}",
                                "SOCIALREC_EXPERIMENTS") from exc
         except Exception as exc:  # registry unreachable, alias missing, download failed
-            log.exception("reload failed")
             raise RequestError(503, f"reload failed, still serving the old models: {exc}"
                                ) from exc
         return ReloadResponse(models={a: m.version for a, m in self.state.models.items()},
@@ -546,14 +698,19 @@ class SocialRec:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def __is_ready__(self) -> bool:
-        return bool(self.state.models) and self.exposures.alive
+        return self.waiting is None and self._exposures is not None and self._exposures.alive
 
     @bentoml.on_shutdown
     def close(self) -> None:
         self._stop.set()
         self.foldins.close()
-        self.exposures.close()
-        self.store.close()
+        if self._exposures is not None:
+            self._exposures.close()
+        if self._store is not None:
+            self._store.close()
+
+
+add_http_edges(SocialRec)  # JSON bodies only, GET /status (serving/http.py)
 
 
 def model_bundle_users(service: SocialRec, req: PushRequest) -> Any:

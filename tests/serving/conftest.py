@@ -61,7 +61,7 @@ def experiments_file(tmp_path_factory) -> Path:
 class Server(ServerProcess):
     """The service on a free port with the test settings (no polling, 4 threads, admin token)."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, timeout: float = 90.0) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, timeout: float = 240.0) -> None:
         super().__init__({"SOCIALREC_POLL_SECONDS": "0", "SOCIALREC_THREADS": "4",
                           "SOCIALREC_ADMIN_TOKEN": ADMIN_TOKEN, **env}, log_path, timeout)
 

@@ -37,7 +37,9 @@ def bentoml_command(port: int) -> list[str]:
 class ServerProcess:
     """Starts ``command`` (default: ``bentoml serve`` of the service on a free port; ``{port}``
     in a custom command is replaced) with ``env`` added to this process's environment, logs to
-    ``log_path`` and waits for ``/readyz``."""
+    ``log_path`` and waits for ``READY_PATH`` to answer 200."""
+
+    READY_PATH = "/readyz"
 
     def __init__(self, env: dict[str, str], log_path: Path, timeout: float = 120.0,
                  command: Sequence[str] | None = None) -> None:
@@ -59,11 +61,12 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.tail()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{self.READY_PATH}", timeout=1).status_code == 200:
                     return
             time.sleep(0.2)
+        tail = self.tail()  # before stop() closes the log
         self.stop()
-        raise TimeoutError(f"server not ready after {timeout} s:\n{self.tail()}")
+        raise TimeoutError(f"server not ready after {timeout} s:\n{tail}")
 
     def tail(self, lines: int = 40) -> str:
         self.log.flush()
