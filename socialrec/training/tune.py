@@ -294,7 +294,9 @@ tune_app = typer.Typer(help="Hyper-parameter search on the validation split (Opt
 @tune_app.callback(invoke_without_command=True)
 def tune_command(
     config: Annotated[Path, typer.Option("--config", "-c", help="Dataset or experiment YAML.")],
-    trials: Annotated[int, typer.Option(help="Number of Optuna trials.")] = 20,
+    trials: Annotated[int | None, typer.Option(
+        help="Number of Optuna trials (default 20; with --budget-minutes: as many as fit).")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="Model to tune (default: model.name).")] = None,
     out: Annotated[Path | None, typer.Option(
         help="Best config YAML (default configs/<dataset>_<model>_tuned.yaml).")] = None,
@@ -302,6 +304,9 @@ def tune_command(
         help="Search space YAML (default: built in).")] = None,
     timeout_s: Annotated[float | None, typer.Option(
         help="Start no trial after this many seconds.")] = None,
+    budget_minutes: Annotated[float | None, typer.Option(
+        help="A time-budgeted search: trials until this many minutes are spent (--trials then "
+             "only caps them; default 1000).")] = None,
     seed: Annotated[int | None, typer.Option(help="Sampler seed (default split.seed).")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", "-s", help="Override: key.path=value (YAML value).")] = None,
@@ -310,8 +315,12 @@ def tune_command(
     import sys
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if budget_minutes is not None:  # a time-budgeted search: the budget, not a trial count
+        budget_s = budget_minutes * 60
+        timeout_s = budget_s if timeout_s is None else min(timeout_s, budget_s)
+    n_trials = trials if trials is not None else (20 if budget_minutes is None else 10_000)
     try:
-        path = tune(config, trials, model=model, out=out, overrides=set_ or [],
+        path = tune(config, n_trials, model=model, out=out, overrides=set_ or [],
                     space=space, timeout_s=timeout_s, seed=seed,
                     command="socialrec tune " + " ".join(sys.argv[2:]))
     except ConfigError as err:

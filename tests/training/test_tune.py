@@ -120,3 +120,19 @@ def test_cli_mounts_as_one_command(config_file, tmp_path):
                                       "--model", "popularity"])
     assert result.exit_code == 2
     assert "no search space for model 'popularity'" in result.output
+
+
+def test_a_time_budgeted_search_runs_trials_until_the_budget_is_spent(config_file, tmp_path):
+    app = typer.Typer()
+    app.add_typer(tune_app, name="tune")
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    out = tmp_path / "budget.yaml"
+    result = CliRunner().invoke(app, ["tune", "--config", str(config_file), "--model", "als",
+                                      "--budget-minutes", "0.001", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    # the budget ran out during the first trial: no trial count was asked for, one ran
+    assert out.read_text().startswith("# Best of 1 Optuna trials for als")
