@@ -14,8 +14,16 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
-from socialrec.features.events import EventStore, Exposure, Feedback, events_schema, iter_rows
+from socialrec.features.events import (
+    EXPOSURE_COLUMNS,
+    EventStore,
+    Exposure,
+    Feedback,
+    events_schema,
+    iter_rows,
+)
 
 PG_URL = os.environ.get("SOCIALREC_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -258,3 +266,26 @@ def test_unsubscribed_names_the_users_who_opted_out_by_feedback(store):
                         feedback(3, 10, "unsubscribe")])
     assert store.unsubscribed(["u1", "u2", "u3", "u4"]) == {"u1", "u3"}
     assert store.unsubscribed(["u1", "u3"], until=T0 + timedelta(minutes=5)) == {"u1"}
+
+
+def test_bulk_exposure_rows_lose_nothing_and_keep_their_order_and_values(store):
+    """log_exposure_rows (COPY on PostgreSQL, executemany on SQLite): every row of every call,
+    ids increasing in the order given, each value as given (a ts in another zone stored as UTC)."""
+    plus_two = timezone(timedelta(hours=2))
+    calls = [[(f"req{b}", (T0 + timedelta(seconds=b)).astimezone(plus_two if b == 1 else UTC),
+               "push_targets", "exp1" if b else None, "control", "7", f"camp{b}",
+               f"u{(b * 7919 + r) % 5000}", None if b == 2 else f"item{r % 3}", r + 1,
+               1.0 / (r + 1), "coupon5" if r % 2 else None, bool(r % 3) if b else None)
+              for r in range(n)] for b, n in enumerate((1, 2500, 40))]
+    for rows in calls:
+        store.log_exposure_rows(rows)
+    t = store.exposures_table
+    columns = [t.c[c] for c in EXPOSURE_COLUMNS]
+    with store.engine.connect() as conn:
+        got = conn.execute(sa.select(t.c.id, *columns).order_by(t.c.id)).all()
+    want = [(*r[:1], r[1].astimezone(UTC), *r[2:]) for rows in calls for r in rows]
+    assert [tuple(g[1:]) for g in got] == want
+    ids = [g[0] for g in got]
+    assert ids == sorted(set(ids))
+    assert len(store.exposures()) == len(want)
+    store.log_exposure_rows([])  # nothing to write: no transaction, no error

@@ -7,6 +7,8 @@ import time
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
+import sqlalchemy as sa
 
 from socialrec.features.events import EventStore
 from socialrec.serving import exposures
@@ -61,3 +63,36 @@ def test_a_dead_writer_is_reported_not_waited_for(tmp_path):
     log.log(served("lost", 7))
     assert log.dropped_rows == 7
     log.close()
+
+
+def test_values_are_the_lists_exposure_rows():
+    held = ServedList("r1", NOW, "push_targets", "exp", "holdout", "m/1", "camp", ["u3", "u9"],
+                      ["i1", "i2"], np.asarray([0.5, 0.25], dtype=np.float32),
+                      ranks=np.asarray([2, 5]), treatments="push",
+                      explored=np.asarray([True, False]))
+    assert held.values() == [
+        ("r1", NOW, "push_targets", "exp", "holdout", "m/1", "camp", "u3", "i1", 2, 0.5, "push",
+         True),
+        ("r1", NOW, "push_targets", "exp", "holdout", "m/1", "camp", "u9", "i2", 5, 0.25, "push",
+         False)]
+    assert [v[9] for v in served("r2", 3).values()] == [1, 2, 3]  # ranks from 1 by default
+    with pytest.raises(ValueError, match="endpoint"):
+        ServedList("r3", NOW, "nope", None, "v", "m", "u", "u", None, np.ones(2)).values()
+    with pytest.raises(ValueError):  # one user id per entry, or one for the list
+        ServedList("r4", NOW, "recommend", None, "v", "m", "u", ["u1"], None, np.ones(2)).values()
+
+
+def test_a_campaign_sized_list_is_written_whole_and_in_order(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ev.db'}"
+    log = ExposureLog(url)
+    lists = [served("small", 3), served("big", 10_000), served("after", 5)]
+    for one in lists:
+        log.log(one)
+    assert log.flush(timeout=120)
+    log.close()
+    with EventStore(url) as store:
+        t = store.exposures_table
+        with store.engine.connect() as conn:
+            got = conn.execute(sa.select(t.c.request_id, t.c.user_id, t.c.rank)
+                               .order_by(t.c.id)).all()
+    assert [tuple(g) for g in got] == [(v[0], v[7], v[9]) for one in lists for v in one.values()]
