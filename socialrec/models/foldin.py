@@ -17,11 +17,17 @@ rule of the model that made the bundle (:func:`rule_for`):
   closed-form row update, but their item vectors *are* propagated user vectors: a LightGCN layer
   gives an item ``Σ_u ŵ_u / √(d_u d_i) · e_u`` over its interacting users (``ŵ = log1p(w)`` with
   ``weighted_edges``, the graph's own damping; ``d`` the degrees). The new product gets that
-  message from the served (propagated) user vectors, and, for the softmax loss whose served
-  vectors are unit length (cosine), it is scaled to unit length as its trained items are. It
-  needs no fit, cannot over-fit one event, and leaves the users' vectors where training put them.
-  ``d_u`` is the user's training interactions plus the new edge (the bundle keeps the pattern,
-  not the weights, of training).
+  message from the served (propagated) user vectors: its direction, at the length of a typical
+  trained item (the median; unit length for the softmax loss, whose served vectors are cosine).
+  It needs no fit, cannot over-fit one event, and leaves the users' vectors where training put
+  them. ``d_u`` is the user's training interactions plus the new edge (the bundle keeps the
+  pattern, not the weights, of training).
+
+Measured on products removed from training and folded in from their first users
+(bench/foldin_rules.py, bench/RESULTS.md), propagation placed them better than least squares for
+the GNNs. With one to three events a fold-in is noisy, so when the request also says what the
+product is (its category, seed items) the service shrinks the folded-in vector towards that
+stand-in as if it were a few more users (:meth:`FoldIn.with_prior`).
 
 Extra columns. Served embeddings may carry one-sided terms as extra columns (models/socialgnn.py:
 an item bias is a column of 1 on the users' side and ``τ·b_i`` on the items'; a user bias or the
@@ -38,7 +44,7 @@ and tests check the two agree.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -75,9 +81,21 @@ def _section(config: Mapping[str, Any], *path: str) -> dict[str, Any]:
     return dict(node) if isinstance(node, Mapping) else {}
 
 
-def rule_for(meta: Mapping[str, Any]) -> FoldInRule:
-    """The fold-in rule of the model described by a bundle's ``meta.json``: its model name, its
-    resolved config's model section and ``graph.event_weights`` (defaults when absent)."""
+def rule_for(meta: Mapping[str, Any], kind: FoldInKind | None = None) -> FoldInRule:
+    """The fold-in rule of the model described by a bundle's ``meta.json`` (its model name, its
+    resolved config's model section and ``graph.event_weights``, defaults when absent); with
+    ``kind``, that rule instead, with the model's settings where it has them (least squares for
+    a propagation model: alpha 1, implicit's default λ)."""
+    own = _own_rule(meta)
+    if kind is None or kind == own.kind:
+        return own
+    if kind == "propagation":
+        return replace(own, kind=kind, why=f"{own.why}; propagation as configured")
+    return FoldInRule("least_squares", event_weights=own.event_weights,
+                      why=f"{own.why}; least squares (alpha 1) as configured")
+
+
+def _own_rule(meta: Mapping[str, Any]) -> FoldInRule:
     config = meta.get("config") if isinstance(meta.get("config"), Mapping) else {}
     assert isinstance(config, Mapping)
     weights = {**DEFAULT_EVENT_WEIGHTS, **_section(config, "graph", "event_weights")}
@@ -182,6 +200,11 @@ class FoldIn:
                                   if len(bundle.item_emb) else np.zeros(len(lay.item_terms)))
         self.median_user_terms = (np.median(bundle.user_emb[:, lay.user_terms], axis=0)
                                   if len(bundle.user_emb) else np.zeros(len(lay.user_terms)))
+        #: the median latent norm of the trained rows of each side: the length of a propagated
+        #: new row and of a stand-in (a new product scores as a typical one, not as a bigger or
+        #: smaller one; cosine models: 1)
+        self.item_norm = _median_norm(bundle.item_emb[:, lay.latent])
+        self.user_norm = _median_norm(bundle.user_emb[:, lay.latent])
 
     @property
     def dim(self) -> int:
@@ -217,7 +240,7 @@ class FoldIn:
         else:
             edge = self._edge(weights) / np.sqrt(self.user_degree[users] + 1.0)
             latent = edge @ self.bundle.user_emb[users][:, lay.latent].astype(np.float64)
-            out[lay.latent] = self._scaled(latent, np.sqrt(self._edge(weights).sum()))
+            out[lay.latent] = self._scaled(latent, self.item_norm)
             out[lay.item_terms] = self.median_item_terms
         return out.astype(np.float32)
 
@@ -234,22 +257,26 @@ class FoldIn:
         else:
             edge = self._edge(weights) / np.sqrt(self.item_degree[items] + 1.0)
             latent = edge @ self.bundle.item_emb[items][:, lay.latent].astype(np.float64)
-            out[lay.latent] = self._scaled(latent, np.sqrt(self._edge(weights).sum()))
+            out[lay.latent] = self._scaled(latent, self.user_norm)
             out[lay.user_terms] = self.median_user_terms
         return out.astype(np.float32)
 
-    def _scaled(self, message: np.ndarray, sqrt_own_degree: float) -> np.ndarray:
-        """The propagated message: unit length for cosine models, else ``/ √d`` (LightGCN's
-        symmetric normalisation of the new row's own side)."""
-        if self.rule.normalize:
-            norm = np.linalg.norm(message)
-            return message / norm if norm > 0 else message
-        return message / sqrt_own_degree if sqrt_own_degree > 0 else message
+    def _scaled(self, direction: np.ndarray, length: float) -> np.ndarray:
+        """``direction`` at unit length for cosine models, else at ``length``: the message's
+        direction is what propagation says; its length (LightGCN's ``1/√d`` of the new row's
+        own degree, over an unknown number of layers) is set to the trained rows' median, so
+        the new row is neither favoured nor handicapped against trained ones where lengths
+        matter (a campaign's best product, a user's recommendations)."""
+        norm = np.linalg.norm(direction)
+        if norm == 0:
+            return direction
+        return direction / norm * (1.0 if self.rule.normalize else length)
 
     def mean_item(self, items: np.ndarray) -> np.ndarray | None:
         """The stand-in of a product described by trained ones (seed items, or its category):
-        their mean vector (unit length for cosine models), leaving out items whose latent part
-        is zero (never trained); None when none is left."""
+        the direction of their mean vector at the trained items' median length (unit for cosine
+        models), leaving out items whose latent part is zero (never trained); None when none is
+        left."""
         items = np.asarray(items, dtype=np.int64)
         emb = self.bundle.item_emb[items].astype(np.float64)
         lat = self.layout.latent
@@ -258,9 +285,30 @@ class FoldIn:
         if len(emb) == 0:
             return None
         out = emb.mean(axis=0)
+        if len(lat):
+            out[lat] = self._scaled(out[lat], self.item_norm)
+        return out.astype(np.float32)
+
+    def with_prior(self, vector: np.ndarray, n_users: int, prior: np.ndarray,
+                   strength: float) -> np.ndarray:
+        """A folded-in product's vector shrunk towards its stand-in (:meth:`mean_item` of its
+        category or seed items) as if the stand-in were ``strength`` more users:
+        ``(n·v + s·p) / (n + s)`` (unit length again for cosine models). With one or two events
+        a fold-in is mostly noise, and what the product is said to be is better evidence
+        (bench/foldin_rules.py); the events win as they accumulate."""
+        if strength <= 0:
+            return vector
+        out = (n_users * vector.astype(np.float64) + strength * prior) / (n_users + strength)
+        lat = self.layout.latent
         if self.rule.normalize and len(lat):
             out[lat] = self._scaled(out[lat], 1.0)
         return out.astype(np.float32)
+
+
+def _median_norm(latent: np.ndarray) -> float:
+    norms = np.linalg.norm(latent, axis=1) if latent.size else np.zeros(0)
+    norms = norms[norms > 0]
+    return float(np.median(norms)) if len(norms) else 1.0
 
 
 def _grouped(pairs: pd.DataFrame, key: str) -> dict[str, pd.DataFrame]:

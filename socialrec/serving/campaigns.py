@@ -9,20 +9,23 @@ The products of a request are ``item_id``, then ``item_ids``, then the model's p
 2. ``seeds`` — the mean of ``seed_items``, products the model knows that it resembles;
 3. ``category`` — the mean of its category's products (``item_category``, else ``category``).
 
-With none of these it cannot be ranked for: 404 naming the product and what it lacks.
+With events and a stand-in (2 or 3) both, the folded-in vector is shrunk towards the stand-in as
+if it were ``SOCIALREC_FOLDIN_PRIOR_USERS`` more users (``foldin+seeds``, ``foldin+category``):
+a product's first one or two events say less about it than what it is said to be. With none of
+these it cannot be ranked for: 404 naming the product and what it lacks.
 
 One product: users by their score for it (FAISS, then exact: serving/retrieval.py); its buyers
 known to the event store are excluded along with the bundle's (``exclude_buyers``). Several: each
 user is scored by their best product of the set — with ``exclude_buyers``, their best product
 they have not bought; a user who bought them all is removed — and every rule is applied once per
-user (one push per user per campaign). Every user is scored exactly (chunked ``users × products``
-products, no ``users × products`` matrix at once), so a campaign over ``P`` products costs
-``P`` times one exact scoring; the response names each user's product (``user_items``) and the
+user (one push per user per campaign). Every user is scored exactly, in blocks of users (never
+the whole ``users × products`` matrix at once), so a campaign over ``P`` products costs ``P``
+times one exact scoring; the response names each user's product (``user_items``) and the
 exposures log it, so feedback is attributed to the product that was pushed.
 
 Strategies: one known product keeps retrieval's (``faiss_flat``, ``exact``, ...); one new product
-adds its representation (``faiss_flat+item_foldin``, ``exact+item_seeds``, ...); a set answers
-``exact+item_set``. ``new_items`` says how each new product was represented.
+adds its representation (``faiss_flat+item_foldin``, ``exact+item_foldin+category``, ...); a set
+answers ``exact+item_set``. ``new_items`` says how each new product was represented.
 """
 
 from __future__ import annotations
@@ -118,17 +121,23 @@ def _seed_items(bundle: ModelBundle, req: PushRequest, version: str) -> np.ndarr
 
 def _new_item(bundle: ModelBundle, signals: ModelSignals, req: PushRequest, item_id: str,
               seeds: np.ndarray | None, version: str) -> tuple[np.ndarray, str]:
-    """A product the bundle does not know: its vector and what represented it."""
-    vector = signals.item_vector(item_id)
-    if vector is not None:
-        return vector, FOLDIN
-    if seeds is not None and (vector := signals.fold.mean_item(seeds)) is not None:
-        return vector, SEEDS
+    """A product the bundle does not know: its vector and what represented it (module doc)."""
+    stand_in, said = None, ""
+    if seeds is not None:
+        stand_in, said = signals.fold.mean_item(seeds), SEEDS
     category = req.item_category or req.category
-    if category is not None and category in bundle.categories:
+    if stand_in is None and category is not None and category in bundle.categories:
         members = np.flatnonzero(bundle.item_category == bundle.categories.index(category))
-        if (vector := signals.fold.mean_item(members)) is not None:
-            return vector, CATEGORY
+        stand_in, said = signals.fold.mean_item(members), CATEGORY
+    folded = signals.item_vector(item_id)
+    if folded is not None:
+        if stand_in is None or signals.prior_users <= 0:
+            return folded, FOLDIN
+        shrunk = signals.fold.with_prior(folded, signals.item_users(item_id), stand_in,
+                                         signals.prior_users)
+        return shrunk, f"{FOLDIN}+{said}"
+    if stand_in is not None:
+        return stand_in, said
     field = "item_id" if item_id == req.item_id else "item_ids"
     why = (f"its category {category!r} has no product in the model" if category is not None
            else "no item_category was given")

@@ -31,6 +31,13 @@ SOCIALREC_FOLDIN_LOOKBACK_SECONDS  each read goes back this far before the previ
                                    300): an event another replica received with an older ``ts``
                                    is seen here if it arrives within this margin, else at the
                                    next start or model swap
+SOCIALREC_FOLDIN_RULE              ``auto`` (default): each model's own rule (models/foldin.py
+                                   ``rule_for``); ``least_squares`` or ``propagation`` for every
+                                   model (bench/foldin_rules.py compares them)
+SOCIALREC_FOLDIN_PRIOR_USERS       a folded-in product whose push also names its category or seed
+                                   items is shrunk towards them as if they were this many more
+                                   users (default 3; 0: the events alone; models/foldin.py
+                                   ``FoldIn.with_prior``, chosen in bench/foldin_rules.py)
 =================================  ===============================================================
 """
 
@@ -50,7 +57,7 @@ import pandas as pd
 
 from socialrec.features.events import FEEDBACK_COLUMNS, EventStore, Feedback
 from socialrec.models.bundle import ModelBundle
-from socialrec.models.foldin import FoldIn
+from socialrec.models.foldin import FoldIn, FoldInKind, rule_for
 from socialrec.serving.loader import LoadedModel
 
 log = logging.getLogger("socialrec.serving")
@@ -61,13 +68,31 @@ class FoldInSettings:
     poll_seconds: float = 2.0
     window_days: float = 30.0
     lookback_seconds: float = 300.0
+    prior_users: float = 3.0
+    rule: FoldInKind | None = None  # None: each model's own
+
+    def __post_init__(self) -> None:
+        if self.rule not in (None, "least_squares", "propagation"):
+            raise ValueError(f"SOCIALREC_FOLDIN_RULE: expected auto, least_squares or "
+                             f"propagation, got {self.rule!r}")
 
     @classmethod
     def from_env(cls) -> FoldInSettings:
         env = os.environ
         return cls(poll_seconds=float(env.get("SOCIALREC_FOLDIN_SECONDS", "2")),
                    window_days=float(env.get("SOCIALREC_FOLDIN_DAYS", "30")),
-                   lookback_seconds=float(env.get("SOCIALREC_FOLDIN_LOOKBACK_SECONDS", "300")))
+                   lookback_seconds=float(env.get("SOCIALREC_FOLDIN_LOOKBACK_SECONDS", "300")),
+                   prior_users=float(env.get("SOCIALREC_FOLDIN_PRIOR_USERS", "3")),
+                   rule=_rule_setting(env.get("SOCIALREC_FOLDIN_RULE", "auto")))
+
+
+def _rule_setting(value: str) -> FoldInKind | None:
+    if value == "auto":
+        return None
+    if value not in ("least_squares", "propagation"):
+        raise ValueError(f"SOCIALREC_FOLDIN_RULE: expected auto, least_squares or propagation, "
+                         f"got {value!r}")
+    return value  # type: ignore[return-value]  # checked just above
 
 
 def feedback_frame(events: Iterable[Feedback]) -> pd.DataFrame:
@@ -79,9 +104,13 @@ def feedback_frame(events: Iterable[Feedback]) -> pd.DataFrame:
 class ModelSignals:
     """The fold-in state of one served bundle (see the module doc)."""
 
-    def __init__(self, bundle: ModelBundle) -> None:
+    def __init__(self, bundle: ModelBundle, prior_users: float = 0.0,
+                 rule: FoldInKind | None = None) -> None:
         self.bundle = bundle
-        self.fold = FoldIn(bundle)
+        self.fold = FoldIn(bundle, rule_for(bundle.meta, rule))
+        #: how many users a product's stand-in (category, seed items) counts for beside its
+        #: folded-in events (serving/campaigns.py)
+        self.prior_users = prior_users
         self._lock = threading.Lock()
         self._counted: set[str] = set()  # event ids already summed
         self._item_pairs: dict[str, dict[int, float]] = {}  # new item -> known user -> weight
@@ -251,7 +280,7 @@ class FoldIns:
         """A new version's state from the store's window (caller holds ``_build_lock``). The
         state is registered before the read, so an event committed meanwhile is either in the
         read or handed over by :meth:`observe` (counted once either way)."""
-        state = ModelSignals(model.bundle)
+        state = ModelSignals(model.bundle, self.settings.prior_users, self.settings.rule)
         self._states[model.version] = state
         store = self._store()
         if store is None:

@@ -165,6 +165,11 @@ def test_the_rule_follows_the_model_of_the_bundle():
     assert rule_for({"model": "random"}).kind == "least_squares"
     weights = rule_for({"config": {"graph": {"event_weights": {"click": 7.0}}}}).event_weights
     assert weights["click"] == 7.0 and weights["purchase"] == 4.0
+    # a configured rule instead of the model's own (SOCIALREC_FOLDIN_RULE)
+    cosine = meta("socialgnn", socialgnn={"loss": "softmax"})
+    assert rule_for(cosine, "least_squares").kind == "least_squares"
+    assert rule_for(meta("als", als={}), "propagation").kind == "propagation"
+    assert rule_for(cosine, "propagation") == rule_for(cosine)  # its own already
 
 
 def test_only_what_the_bundle_does_not_know_is_folded_in():
@@ -191,8 +196,26 @@ def test_a_stand_in_is_the_mean_of_trained_products():
     items = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # item 2 was never trained
     bundle = tiny_bundle(np.array([[1.0, 2.0], [3.0, 4.0]]), items)
     fold = FoldIn(bundle, FoldInRule("least_squares"))
-    np.testing.assert_allclose(fold.mean_item(np.array([0, 1, 2])), [0.5, 0.5])
-    assert fold.mean_item(np.array([2])) is None
-    cosine = FoldIn(bundle, FoldInRule("propagation", normalize=True))
-    np.testing.assert_allclose(cosine.mean_item(np.array([0, 1])), [2 ** -0.5, 2 ** -0.5],
+    # the mean's direction at the trained items' median length (1 here)
+    np.testing.assert_allclose(fold.mean_item(np.array([0, 1, 2])), [2 ** -0.5, 2 ** -0.5],
                                rtol=1e-6)
+    assert fold.mean_item(np.array([2])) is None
+    longer = tiny_bundle(np.array([[1.0, 2.0], [3.0, 4.0]]), items * 3.0)
+    np.testing.assert_allclose(FoldIn(longer, FoldInRule("least_squares")).mean_item(
+        np.array([0, 1])), [3 * 2 ** -0.5, 3 * 2 ** -0.5], rtol=1e-6)
+
+
+def test_a_propagated_row_has_a_trained_rows_length_and_shrinks_towards_its_prior():
+    rng = np.random.default_rng(5)
+    items = rng.normal(size=(9, 4)) * rng.uniform(0.5, 3.0, size=(9, 1))
+    bundle = tiny_bundle(rng.normal(size=(30, 4)), items)
+    bpr = FoldIn(bundle, FoldInRule("propagation", normalize=False))
+    v = bpr.item_vector(np.array([1, 2, 3]), np.array([4.0, 1.0, 1.0]))
+    assert np.linalg.norm(v) == pytest.approx(np.median(np.linalg.norm(items, axis=1)), rel=1e-5)
+    prior = bpr.mean_item(np.array([0, 5]))
+    np.testing.assert_allclose(bpr.with_prior(v, 3, prior, 1.0), (3 * v + prior) / 4, rtol=1e-6)
+    np.testing.assert_allclose(bpr.with_prior(v, 3, prior, 0.0), v)
+    cosine = FoldIn(bundle, FoldInRule("propagation", normalize=True))
+    w = cosine.with_prior(cosine.item_vector(np.array([1]), np.array([1.0])), 1,
+                          cosine.mean_item(np.array([0])), 3.0)
+    assert np.linalg.norm(w) == pytest.approx(1.0, rel=1e-6)

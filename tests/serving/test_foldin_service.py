@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from socialrec.features.events import Exposure
-from socialrec.models.foldin import fold_in_items, fold_in_users
+from socialrec.models.foldin import FoldIn, fold_in_items, fold_in_users
 from socialrec.serving.campaigns import best_of
 from socialrec.serving.foldin_state import ModelSignals
 from socialrec.serving.schemas import (
@@ -96,7 +96,7 @@ def test_a_new_product_by_category_then_seeds_then_its_feedback(svc, bundle):
                                      rules=NO_HOLDOUT))
     assert r.strategy.endswith("+item_category") and r.new_items == {"launch-1": "category"}
     members = np.flatnonzero(bundle.item_category == 2)
-    category = bundle.item_emb[members].mean(axis=0)
+    category = FoldIn(bundle).mean_item(members)
     np.testing.assert_allclose(r.scores, bundle.user_emb[bundle.users.to_index(r.users)]
                                @ category, rtol=1e-4, atol=1e-5)
     r = svc.push_targets(PushRequest(item_id="launch-1", seed_items=["i3", "i4"],
@@ -110,14 +110,21 @@ def test_a_new_product_by_category_then_seeds_then_its_feedback(svc, bundle):
               {"event_id": "l1-b", "user_id": "u6", "item_id": "launch-1", "event": "click"},
               {"event_id": "l1-c", "user_id": "u7", "item_id": "launch-1", "event": "view"}]
     post(svc, events)
-    r = svc.push_targets(PushRequest(item_id="launch-1", item_category="c2", k=30,
-                                     rules=NO_HOLDOUT))
+    r = svc.push_targets(PushRequest(item_id="launch-1", k=30, rules=NO_HOLDOUT))
     assert r.strategy.endswith("+item_foldin") and r.new_items == {"launch-1": "foldin"}
     assert r.item_id == "launch-1" and "u5" not in r.users  # a buyer is not pushed it again
-    frame = pd.DataFrame(events)
-    vector = fold_in_items(bundle, frame)["launch-1"]
+    fold = FoldIn(bundle)
+    vector = fold_in_items(bundle, pd.DataFrame(events), fold)["launch-1"]
     np.testing.assert_allclose(r.scores, bundle.user_emb[bundle.users.to_index(r.users)]
                                @ vector, rtol=1e-4, atol=1e-5)
+    # what the product is said to be counts as 3 more users (SOCIALREC_FOLDIN_PRIOR_USERS)
+    r = svc.push_targets(PushRequest(item_id="launch-1", item_category="c2", k=30,
+                                     rules=NO_HOLDOUT))
+    assert r.strategy.endswith("+item_foldin+category")
+    assert r.new_items == {"launch-1": "foldin+category"}
+    shrunk = fold.with_prior(vector, 3, fold.mean_item(members), 3.0)
+    np.testing.assert_allclose(r.scores, bundle.user_emb[bundle.users.to_index(r.users)]
+                               @ shrunk, rtol=1e-4, atol=1e-5)
     svc.exposures.flush()
     rows = svc.store.exposures()
     assert set(rows[rows.request_id == r.request_id].item_id) == {"launch-1"}
