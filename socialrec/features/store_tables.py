@@ -116,7 +116,7 @@ def store_tables(feedback: pd.DataFrame, exposures: pd.DataFrame, *, as_of: int,
     if items is not None:
         live = items
         if "deleted" in items.columns:
-            live = items[~items["deleted"].fillna(False).astype(bool)]
+            live = items[~deleted_flags(items["deleted"])]
         catalogue = set(live["item_id"].astype(str))
         refuse(is_interaction & fb["item_id"].notna() & ~fb["item_id"].astype(str).isin(catalogue),
                "deleted_item")
@@ -137,6 +137,15 @@ def store_tables(feedback: pd.DataFrame, exposures: pd.DataFrame, *, as_of: int,
     return StoreTables(interactions, social, shares, read=len(fb), used=len(used),
                        refused={r: refused[r] for r in REASONS if r in refused},
                        ignored=ignored, examples=examples)
+
+
+def deleted_flags(column: pd.Series) -> np.ndarray:
+    """A catalogue's ``deleted`` column as booleans: bools as they are, text as true / 1 / yes
+    (a file source reads extra columns as text)."""
+    if pd.api.types.is_bool_dtype(column):
+        return column.fillna(False).to_numpy(dtype=bool)
+    return column.astype("string").str.strip().str.lower().isin(["true", "1", "yes"]).to_numpy(
+        dtype=bool)
 
 
 def _share_requests(exposures: pd.DataFrame) -> pd.DataFrame:

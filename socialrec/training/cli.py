@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from socialrec.training.config import ConfigError, load_config
+from socialrec.training.loop_cli import loop_app
 from socialrec.training.tune import tune_app
 from socialrec.training.uplift_cli import uplift_app
 
@@ -23,6 +24,7 @@ data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(tune_app, name="tune")
 app.add_typer(uplift_app, name="uplift")
+app.add_typer(loop_app)  # retrain (training/loop_cli.py)
 console = Console()
 
 ConfigOpt = Annotated[
@@ -169,17 +171,32 @@ def _train_auto(cfg: dict, metrics_out: Path | None, promote: bool, register: bo
 
 @app.command()
 def promote(
-    model: Annotated[str, typer.Option(help="Registered model name.")],
-    version: Annotated[str, typer.Option(help="Version to promote.")],
+    model: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
+    version: Annotated[str | None, typer.Option(help="Version to promote.")] = None,
     alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
     config: ConfigOpt = None,
     set_: SetOpt = None,
     force: Annotated[bool, typer.Option(help="Move the alias even if the gate refuses.")] = False,
+    experiment: Annotated[str | None, typer.Option(
+        help="Decide by this A/B experiment instead: champion moves to the challenger only if "
+             "the report passes the guards (training/promotion.py).")] = None,
+    experiments: Annotated[Path | None, typer.Option(
+        help="With --experiment: the experiments file (default: serving.experiments).")] = None,
 ) -> None:
-    """Move an alias to a version, gated on offline metrics against the current holder."""
+    """Move an alias to a version, gated on offline metrics against the current holder; with
+    --experiment, move champion to the challenger by the experiment's A/B verdict."""
     from socialrec.training import tracking
 
     cfg = load_or_exit(config, set_)
+    if experiment is not None or (model is None and version is None
+                                  and cfg["promotion"]["experiment"]):
+        from socialrec.training.loop_cli import promote_experiment
+
+        promote_experiment(cfg, experiment, experiments)
+        return
+    if model is None or version is None:
+        console.print("[red]name --model and --version (or --experiment NAME)[/red]")
+        raise typer.Exit(2)
     client, _ = tracking.setup(cfg)
     rows: list[tuple[str, float | None, float]]
     try:

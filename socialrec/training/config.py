@@ -13,7 +13,8 @@ the code each section configures:
   evaluation/config.py; ``index``: models/index.py;
 - ``model``: ``name``, ``early_stop_metric`` and one section per registered model, each validated
   by that model's own config (models/registry.py; lightgcn's after it inherits socialgnn's keys);
-- ``tracking``, ``serving`` and ``distributed``: here; ``uplift``: training/uplift_config.py.
+- ``tracking``, ``serving`` and ``distributed``: here; ``uplift``: training/uplift_config.py;
+  ``retrain`` and ``promotion``: training/loop_config.py.
 
 An unknown key or a value of the wrong type is refused (:class:`ConfigError`) naming where it was
 set (the file, ``--set key=value`` or the environment variable), its dotted key path, and for a
@@ -55,6 +56,7 @@ from socialrec.features.splits import SplitConfig
 from socialrec.features.validation import did_you_mean
 from socialrec.models.index import IndexConfig
 from socialrec.models.registry import INHERITS, model_config, model_params, registered_models
+from socialrec.training.loop_config import PromotionConfig, RetrainConfig
 from socialrec.training.uplift_config import UpliftConfig
 
 #: The default configs ship inside the package (configs/ at the checkout's root links here).
@@ -185,6 +187,8 @@ class Config(BaseModel):
     serving: ServingConfig
     distributed: DistributedConfig
     uplift: UpliftConfig
+    retrain: RetrainConfig
+    promotion: PromotionConfig
 
 
 @functools.cache

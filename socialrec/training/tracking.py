@@ -82,15 +82,20 @@ def flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def log_bundle(bundle_dir: Path, registered_model: str) -> str:
-    """Log the bundle as a pyfunc model (from code) in the active run; return the new version."""
+def log_bundle(bundle_dir: Path, registered_model: str,
+               tags: dict[str, str] | None = None) -> str:
+    """Log the bundle as a pyfunc model (from code) in the active run; return the new version.
+    ``tags`` are set on the version as it is created (one registry call: a version is never seen
+    without them)."""
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=str(Path(__file__).with_name("pyfunc_model.py")),
         artifacts={"bundle": str(bundle_dir)},
         pip_requirements=PIP_REQUIREMENTS,
-        registered_model_name=registered_model,
+        registered_model_name=None if tags else registered_model,
     )
+    if tags:
+        return str(mlflow.register_model(info.model_uri, registered_model, tags=tags).version)
     return str(info.registered_model_version)
 
 

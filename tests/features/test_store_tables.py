@@ -90,5 +90,13 @@ def test_an_empty_store_gives_empty_tables():
     assert list(out.interactions.columns) == ["user_id", "item_id", "event", "ts", "value"]
 
 
+def test_a_deleted_column_read_as_text_is_understood():
+    from socialrec.features.store_tables import deleted_flags
+
+    assert deleted_flags(pd.Series(["False", "true", "1", None, "no"])).tolist() == [
+        False, True, True, False, False]
+    assert deleted_flags(pd.Series([False, True])).tolist() == [False, True]
+
+
 def test_unix_seconds():
     assert unix_seconds(pd.Series([pd.Timestamp("1970-01-01 00:01", tz="UTC")])).tolist() == [60]
