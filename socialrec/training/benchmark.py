@@ -73,6 +73,7 @@ def run_benchmark(
     results = []
     for model, label, model_config in rows:
         runs = ModelRuns(label)
+        parts: dict[str, ModelRuns] = {}
         for seed in seeds if model != "popularity" else seeds[:1]:
             cfg = seeded(model_config, model, seed)
             t = time.perf_counter()
@@ -86,6 +87,8 @@ def run_benchmark(
                     tags={"benchmark": bench_id, "seed": str(seed)},
                 )
             runs.metrics.append(result.metrics)
+            for part, metrics in result.part_metrics.items():  # a blend's parts: free rows
+                parts.setdefault(part, ModelRuns(f"{label} part: {part}")).metrics.append(metrics)
             runs.fit_seconds.append(result.seconds.get("fit", time.perf_counter() - t))
             runs.seconds_to_best.append(
                 result.seconds.get("to_best_epoch", result.seconds.get("fit", 0.0))
@@ -93,6 +96,7 @@ def run_benchmark(
             runs.peak_mb.append(mem.peak_mb)
             runs.run_ids.append(result.run_id)
         results.append(runs)
+        results.extend(parts.values())
     return results, prepared, bench_id
 
 
@@ -187,6 +191,8 @@ def markdown(
         "|---|---:|---:|---:|",
     ]
     for r in results:
+        if not r.fit_seconds:
+            continue  # a part of a composite model: fitted (and costed) inside it
         lines.append(
             f"| {r.model} | {np.mean(r.fit_seconds):.1f} | {np.mean(r.seconds_to_best):.1f} "
             f"| {np.max(r.peak_mb):.0f} |"

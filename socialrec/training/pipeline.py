@@ -63,6 +63,8 @@ class TrainResult:
     seconds: dict[str, float]
     peak_memory_mb: float
     valid_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # if asked for
+    #: a composite model's parts (models/blend.py): part name -> its test metrics
+    part_metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
 def dataset_hash(dataset: Dataset) -> str:
@@ -212,6 +214,15 @@ def make_bundle(
     return bundle
 
 
+def test_metrics(prepared: Prepared, config: dict[str, Any], user_emb: np.ndarray,
+                 item_emb: np.ndarray) -> dict[str, dict[str, float]]:
+    """Every task on the test split, as configured (read once per model, at the end)."""
+    evaluation = config["evaluation"]
+    return evaluate_all(user_emb, item_emb, prepared.graph, target="test", ks=evaluation["ks"],
+                        protocol=evaluation["protocol"], negatives=evaluation["negatives"],
+                        hops=evaluation["share_hops"], seed=config["split"]["seed"])
+
+
 def objective_key(config: dict[str, Any]) -> str:
     """The objective as an MLflow metric name (no '@', '(', ',' or spaces):
     ``gmean(recommend.ndcg@20, push.ndcg@20)`` -> ``gmean.recommend.ndcg_at_20.push.ndcg_at_20``;
@@ -316,17 +327,10 @@ def run_training(
         seconds["fit"] = time.perf_counter() - t
         t = time.perf_counter()
         user_emb, item_emb = model.embeddings()
-        metrics = evaluate_all(
-            user_emb,
-            item_emb,
-            prepared.graph,
-            target="test",
-            ks=config["evaluation"]["ks"],
-            protocol=config["evaluation"]["protocol"],
-            negatives=config["evaluation"]["negatives"],
-            hops=config["evaluation"]["share_hops"],
-            seed=config["split"]["seed"],
-        )
+        metrics = test_metrics(prepared, config, user_emb, item_emb)
+        # a composite model's parts on the same test (a blend's GNN and ALS: its ablation)
+        part_metrics = {part.name: test_metrics(prepared, config, *part.embeddings())
+                        for part in getattr(model, "parts", [])}
         seconds["evaluate"] = time.perf_counter() - t
         valid_metrics = {}
         if validation_tasks:
@@ -385,6 +389,7 @@ def run_training(
         seconds,
         memory,
         valid_metrics,
+        part_metrics,
     )
 
 

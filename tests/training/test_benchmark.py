@@ -70,3 +70,16 @@ def test_runs_rows_and_table(config, tmp_path):
     text = markdown(results, prepared, config, "socialrec benchmark --tiny", [1, 2], bench_id,
                     commit="abc1234")
     assert "at commit `abc1234`" in text
+
+
+def test_a_blends_parts_get_rows_of_their_own(config):
+    """The blend fits its GNN and its ALS: their test metrics come as rows without a cost line."""
+    config["model"]["blend"] = {**config["model"]["blend"], "weights": [0.0, 0.5]}
+    results, prepared, bench_id = run_benchmark(config, ["blend"], seeds=[1],
+                                                show_progress=False)
+    assert [r.model for r in results] == ["blend", "blend part: socialgnn", "blend part: als"]
+    assert [len(r.metrics) for r in results] == [1, 1, 1]
+    text = markdown(results, prepared, config, "socialrec benchmark --tiny", [1], bench_id)
+    assert "| blend part: als |" in text.split("## push")[1]
+    cost = text.split("## Cost")[1]
+    assert "| blend |" in cost and "part" not in cost
