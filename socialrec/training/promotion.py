@@ -22,7 +22,9 @@ Only the traffic of the challenger's current version counts: the window starts a
 version's first exposure in the treatment variant, and treatment rows served by an older
 version are left out. Every decision, with the numbers behind it and the full A/B report, is an
 MLflow run of its own (``promote <experiment>``), and promotions and rejections are tagged on the
-version. The step is idempotent: with no challenger under test it says so and does nothing.
+version. The step is idempotent: with no challenger under test it says so and does nothing
+(except, when the challenger alias is unset, pointing it at the champion's version, so that the
+experiment's treatment variant always resolves to a model: an A/A until a retrain passes).
 """
 
 from __future__ import annotations
@@ -173,6 +175,12 @@ def promote_by_experiment(config: dict[str, Any], experiment: str | None = None,
     result: ABResult | None = None
     if challenger is None or (champion is not None and challenger.version == champion.version):
         decision.reason = "no challenger under test (challenger is the champion, or unset)"
+        if challenger is None and champion is not None:
+            # the treatment variant must resolve to a model, or the service cannot get ready:
+            # it serves the champion (an A/A) until a retrain passes its gate
+            client.set_registered_model_alias(name, settings["challenger_alias"],
+                                              str(champion.version))
+            decision.moved = {settings["challenger_alias"]: str(champion.version)}
     else:
         result, decision.window_start, why = _report(config, experiment, arms, control,
                                                      treatment, f"{name}/{challenger.version}",

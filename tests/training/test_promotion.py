@@ -95,7 +95,15 @@ def test_a_harmful_challenger_is_stopped_and_never_becomes_champion(setup):
     assert run.data.metrics["promotion.treatment"] < run.data.metrics["promotion.control"]
     # run again: nothing under test any more, nothing moves
     again = promote_by_experiment(cfg, "rec", until=T0 + timedelta(hours=2))
-    assert again.verdict == "no_challenger"
+    assert again.verdict == "no_challenger" and not again.moved
+    assert aliases(client) == ("1", "1")
+
+
+def test_an_unset_challenger_alias_is_pointed_at_the_champion(setup):
+    cfg, client = setup
+    client.delete_registered_model_alias(NAME, "challenger")
+    decision = promote_by_experiment(cfg, "rec")
+    assert decision.verdict == "no_challenger" and decision.moved == {"challenger": "1"}
     assert aliases(client) == ("1", "1")
 
 
