@@ -64,8 +64,8 @@ from socialrec.models.runtime import FitHistory, FitRuntime, FitState
 
 log = logging.getLogger(__name__)
 
-#: Environment variables torchrun sets in every rank.
-TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+#: Environment variables torchrun sets in every rank (and a rank started by hand needs).
+TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 class DistributedError(RuntimeError):
@@ -74,7 +74,7 @@ class DistributedError(RuntimeError):
 
 def under_torchrun() -> bool:
     """Whether this process is a rank started by torchrun (or given its environment by hand)."""
-    return all(name in os.environ for name in ("RANK", "WORLD_SIZE"))
+    return all(name in os.environ for name in TORCHRUN_ENV)
 
 
 def torchrun_command(nproc: int, max_restarts: int, args: list[str]) -> list[str]:
