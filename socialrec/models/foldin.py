@@ -25,9 +25,10 @@ rule of the model that made the bundle (:func:`rule_for`):
 
 Measured on products removed from training and folded in from their first users
 (bench/foldin_rules.py, bench/RESULTS.md), propagation placed them better than least squares for
-the GNNs. With one to three events a fold-in is noisy, so when the request also says what the
+the GNNs — and for ALS too, whose own least-squares update stays its default here as the model's
+own rule (serving's ``SOCIALREC_FOLDIN_RULE`` switches). When the request also says what the
 product is (its category, seed items) the service shrinks the folded-in vector towards that
-stand-in as if it were a few more users (:meth:`FoldIn.with_prior`).
+stand-in as if it were one more user (:meth:`FoldIn.with_prior`).
 
 Extra columns. Served embeddings may carry one-sided terms as extra columns (models/socialgnn.py:
 an item bias is a column of 1 on the users' side and ``τ·b_i`` on the items'; a user bias or the
@@ -294,8 +295,9 @@ class FoldIn:
         """A folded-in product's vector shrunk towards its stand-in (:meth:`mean_item` of its
         category or seed items) as if the stand-in were ``strength`` more users:
         ``(n·v + s·p) / (n + s)`` (unit length again for cosine models). With one or two events
-        a fold-in is mostly noise, and what the product is said to be is better evidence
-        (bench/foldin_rules.py); the events win as they accumulate."""
+        a fold-in is noisy and what the product is said to be is evidence too; the events win
+        as they accumulate. (Measured in bench/foldin_rules.py: worth most for an under-trained
+        model; with well-trained ones one user's weight is about neutral and more hurts.)"""
         if strength <= 0:
             return vector
         out = (n_users * vector.astype(np.float64) + strength * prior) / (n_users + strength)

@@ -36,7 +36,7 @@ SOCIALREC_FOLDIN_RULE              ``auto`` (default): each model's own rule (mo
                                    model (bench/foldin_rules.py compares them)
 SOCIALREC_FOLDIN_PRIOR_USERS       a folded-in product whose push also names its category or seed
                                    items is shrunk towards them as if they were this many more
-                                   users (default 3; 0: the events alone; models/foldin.py
+                                   users (default 1; 0: the events alone; models/foldin.py
                                    ``FoldIn.with_prior``, chosen in bench/foldin_rules.py)
 =================================  ===============================================================
 """
@@ -68,7 +68,7 @@ class FoldInSettings:
     poll_seconds: float = 2.0
     window_days: float = 30.0
     lookback_seconds: float = 300.0
-    prior_users: float = 3.0
+    prior_users: float = 1.0
     rule: FoldInKind | None = None  # None: each model's own
 
     def __post_init__(self) -> None:
@@ -82,7 +82,7 @@ class FoldInSettings:
         return cls(poll_seconds=float(env.get("SOCIALREC_FOLDIN_SECONDS", "2")),
                    window_days=float(env.get("SOCIALREC_FOLDIN_DAYS", "30")),
                    lookback_seconds=float(env.get("SOCIALREC_FOLDIN_LOOKBACK_SECONDS", "300")),
-                   prior_users=float(env.get("SOCIALREC_FOLDIN_PRIOR_USERS", "3")),
+                   prior_users=float(env.get("SOCIALREC_FOLDIN_PRIOR_USERS", "1")),
                    rule=_rule_setting(env.get("SOCIALREC_FOLDIN_RULE", "auto")))
 
 

@@ -171,8 +171,9 @@ class SharePartner(BaseModel):
 
 class ShareResponse(Served):
     partners: list[SharePartner]
-    item_fallback: Literal["category", "popularity"] | None = Field(
-        description="how the item was represented when the model does not know it")
+    item_fallback: Literal["foldin", "category", "popularity"] | None = Field(
+        description="how the item was represented when the model does not know it: its "
+        "feedback folded in, its category's products, or the popularity-weighted mean")
     reason: str | None = Field(
         None, description="why the list is empty, or why the default ranking answered")
 

@@ -43,8 +43,9 @@ replica before the reply, other replicas within ``SOCIALREC_FOLDIN_SECONDS``
 
 Fallbacks: an unknown user on /recommend gets popular items (``strategy: popular``); a user
 known only through the social graph gets their friends' favourites; an unknown item on
-/share_partners is represented by its category (if the request names one the model knows) or by
-the popularity-weighted mean item, and the response's ``item_fallback`` says which. Share
+/share_partners is represented by its feedback folded in, else by its category (if the request
+names one the model knows), else by the popularity-weighted mean item, and the response's
+``item_fallback`` says which. Share
 partners are ranked by the bundle's learned share ranker (``strategy: share_ranker``); a bundle
 without one, or without share history, ranks friends by tie strength then affinity
 (``strategy: share_default:tie_strength,affinity``, and ``reason`` says why): serving/share.py.
@@ -597,7 +598,10 @@ class SocialRec:
                                f"{route.model.version}", "user_id",
                                "a user id of the model's social graph")
         item = bundle.items.get(req.item_id)
-        vec, fallback = item_vector(bundle, item, req.category)
+        folded = None if item is not None else (
+            self.foldins.signals(route.model).item_vector(req.item_id))  # from its feedback
+        vec, fallback = ((folded, "foldin") if folded is not None
+                         else item_vector(bundle, item, req.category))
         model = share_model(bundle)  # built when the bundle was loaded
         strategy = model.strategy + (f"+item_{fallback}" if fallback else "")
         found = rank_partners(bundle, sharer, vec, item, req.k, req.hops)

@@ -117,17 +117,20 @@ def test_a_new_product_by_category_then_seeds_then_its_feedback(svc, bundle):
     vector = fold_in_items(bundle, pd.DataFrame(events), fold)["launch-1"]
     np.testing.assert_allclose(r.scores, bundle.user_emb[bundle.users.to_index(r.users)]
                                @ vector, rtol=1e-4, atol=1e-5)
-    # what the product is said to be counts as 3 more users (SOCIALREC_FOLDIN_PRIOR_USERS)
+    # what the product is said to be counts as one more user (SOCIALREC_FOLDIN_PRIOR_USERS)
     r = svc.push_targets(PushRequest(item_id="launch-1", item_category="c2", k=30,
                                      rules=NO_HOLDOUT))
     assert r.strategy.endswith("+item_foldin+category")
     assert r.new_items == {"launch-1": "foldin+category"}
-    shrunk = fold.with_prior(vector, 3, fold.mean_item(members), 3.0)
+    shrunk = fold.with_prior(vector, 3, fold.mean_item(members), 1.0)
     np.testing.assert_allclose(r.scores, bundle.user_emb[bundle.users.to_index(r.users)]
                                @ shrunk, rtol=1e-4, atol=1e-5)
-    svc.exposures.flush()
+    assert svc.exposures.flush()
     rows = svc.store.exposures()
     assert set(rows[rows.request_id == r.request_id].item_id) == {"launch-1"}
+    # share partners for it: its folded-in vector stands for it too
+    share = svc.share_partners(ShareRequest(user_id="u10", item_id="launch-1", k=3))
+    assert share.item_fallback == "foldin" and share.strategy.endswith("+item_foldin")
 
 
 def test_a_campaign_over_several_products_ranks_each_user_by_their_best(svc, bundle):
@@ -180,7 +183,7 @@ def test_a_new_user_folds_in_else_gets_friends_made_by_shares(svc, bundle):
     r = svc.recommend(RecommendRequest(user_id="newbie", k=5))
     assert r.strategy == "popular"
     share = svc.share_partners(ShareRequest(user_id="u10", item_id="i3", k=3))
-    svc.exposures.flush()
+    assert svc.exposures.flush()
     # the newcomer joins u10's share of a product the model does not know: a friendship, and no
     # event on a known product yet
     post(svc, [{"event_id": "nb-join", "request_id": share.request_id, "user_id": "newbie",
