@@ -44,10 +44,10 @@ def test_hnsw_above_the_threshold_records_recall(tmp_path):
 @pytest.fixture(scope="module")
 def ivfpq_bundle():
     """4000 users above a threshold of 1000: an IVF-PQ user index (8-byte codes, 16 of 253 cells
-    scanned, 4 candidates re-ranked per result); 200 items: an exact item index."""
+    scanned, 8 candidates re-ranked per result); 200 items: an exact item index."""
     b = random_bundle(n_users=4000, n_items=200, dim=16, seed=5, shares=False)
     build_indexes(b, IndexConfig(exact_threshold=1000, pq_bytes=8, ivf_nprobe=16,
-                                 refine_factor=4))
+                                 refine_factor=8))
     return b
 
 
@@ -58,7 +58,7 @@ def test_ivfpq_above_the_threshold_records_recall_and_survives_a_save(ivfpq_bund
     user = info["user"]
     assert user["type"] == "IndexRefine" and info["item"]["type"] == "IndexFlatIP"
     assert (user["ivf_lists"], user["ivf_nprobe"], user["pq_bytes"], user["refine_factor"]) == (
-        round(4 * 4000 ** 0.5), 16, 8, 4)
+        round(4 * 4000 ** 0.5), 16, 8, 8)
     assert user["recall_queries"] == 200 and 0.95 <= user["recall_at_100"] <= 1.0
     assert recall_at(b.user_index, b.user_emb, b.item_emb) >= 0.95
     loaded = ModelBundle.load(b.save(tmp_path / "b"))

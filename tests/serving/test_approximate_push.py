@@ -33,9 +33,11 @@ class KeepEvery(Rule):
 
 @pytest.fixture(scope="module")
 def bundle():
-    """4000 users (threshold 1000: an IVF-PQ user index, 16 of 253 cells scanned), 60 items."""
+    """4000 users (threshold 1000: an IVF-PQ user index, 16 of 253 cells scanned, 8 candidates
+    re-ranked per result), 60 items."""
     return random_bundle(n_users=4000, n_items=60, dim=16, seed=21, shares=False,
-                         index=IndexConfig(exact_threshold=1000, pq_bytes=8, ivf_nprobe=16))
+                         index=IndexConfig(exact_threshold=1000, pq_bytes=8, ivf_nprobe=16,
+                                           refine_factor=8))
 
 
 def exact_eligible(bundle, item, rules):
@@ -56,7 +58,7 @@ def test_the_index_is_ivfpq_and_pushes_come_from_it(bundle):
         assert len(chosen.users) == 50 and len(set(chosen.users.tolist())) == 50
         assert not any(rule.blocked(chosen.users).any() for rule in rules)
         best = exact_eligible(bundle, item, rules)[:50]
-        assert len(np.intersect1d(chosen.users, best)) >= 40  # approximate, but close
+        assert len(np.intersect1d(chosen.users, best)) >= 45  # approximate, but close
 
 
 @pytest.mark.parametrize("share", [0.05, 0.5, 1.0])
