@@ -75,7 +75,7 @@ ATTRIBUTION_MARGIN = timedelta(days=30)
 GATE_TASKS = ("recommend", "push")
 DAY = 86_400
 
-Status = Literal["trained", "refused", "unchanged"]
+Status = Literal["trained", "refused", "unchanged", "measured"]
 #: Rewrites the training interactions before the fit (tests and bench/loop.py break a candidate
 #: on purpose with it, to show the guards stop it).
 TrainHook = Callable[[pd.DataFrame], pd.DataFrame]
@@ -254,7 +254,8 @@ def _data_hash(dataset: Dataset, parent_version: str, fit_config: dict[str, Any]
 def _finished_run(experiment_id: str, data_hash: str) -> Any | None:
     runs = mlflow.search_runs(experiment_ids=[experiment_id], output_format="list",
                               filter_string=f"tags.`retrain.data_hash` = '{data_hash}'")
-    done = [r for r in runs if r.data.tags.get("retrain.status") in ("trained", "refused")]
+    done = [r for r in runs if r.data.tags.get("retrain.status") in ("trained", "refused",
+                                                                     "measured")]
     return done[0] if done else None
 
 
@@ -264,10 +265,13 @@ def _iso(seconds: float) -> str:
 
 def retrain(config: dict[str, Any], *, since: datetime | None = None,
             as_of: datetime | None = None, cold: bool = False, alias: str | None = None,
-            show_progress: bool = True, train_hook: TrainHook | None = None) -> RetrainResult:
+            show_progress: bool = True, train_hook: TrainHook | None = None,
+            register: bool = True) -> RetrainResult:
     """Run the retrain step (module docstring); raises :class:`RetrainError` when it cannot,
     ``LeaseHeld`` when another retrain runs. ``as_of`` is "now" (the window's end);
-    ``alias`` the alias a passing version takes (default ``promotion.challenger_alias``)."""
+    ``alias`` the alias a passing version takes (default ``promotion.challenger_alias``);
+    ``register=False`` trains, gates and logs the run but registers nothing (status
+    ``measured``: e.g. a cold train on the same data, to compare with a warm one)."""
     client, experiment_id = tracking.setup(config)
     name = format_names(config)["registered_model"]
     url = event_store_url(config)
@@ -275,13 +279,13 @@ def retrain(config: dict[str, Any], *, since: datetime | None = None,
                                          config["retrain"]["lock_ttl_s"]):
         return _retrain(config, client, experiment_id, name, store, since=since,
                         as_of=as_of, cold=cold, alias=alias, show_progress=show_progress,
-                        train_hook=train_hook)
+                        train_hook=train_hook, register=register)
 
 
 def _retrain(config: dict[str, Any], client: MlflowClient, experiment_id: str, name: str,
              store: EventStore, *, since: datetime | None, as_of: datetime | None, cold: bool,
              alias: str | None, show_progress: bool,
-             train_hook: TrainHook | None) -> RetrainResult:
+             train_hook: TrainHook | None, register: bool) -> RetrainResult:
     r_cfg = config["retrain"]
     parent = tracking.alias_holder(client, name, r_cfg["parent_alias"])
     if parent is None:
@@ -323,7 +327,8 @@ def _retrain(config: dict[str, Any], client: MlflowClient, experiment_id: str, n
         graph = build_graph(dataset, split, config["graph"]["event_weights"], id_maps=ids)
         fit_config, start = _fit_config(config, parent_dir, warm=not cold)
         data_hash = _data_hash(dataset, str(parent.version), fit_config,
-                               start + (" hooked" if train_hook is not None else ""))
+                               start + (" hooked" if train_hook is not None else "")
+                               + ("" if register else " measured"))
         done = _finished_run(experiment_id, data_hash)
         if done is not None:
             return RetrainResult("unchanged", done.info.run_id, str(parent.version),
@@ -381,7 +386,9 @@ def _retrain(config: dict[str, Any], client: MlflowClient, experiment_id: str, n
                              "warm_start": out.warm_start}, "report/retrain.json")
             verdict = "passed" if out.gate_passed else "refused"
             mlflow.set_tag("gate.verdict", verdict)
-            if out.gate_passed:
+            if out.gate_passed and not register:
+                out.status = "measured"
+            elif out.gate_passed:
                 gate_tags = {f"gate.{r.metric}": f"{r.candidate:.4f} vs {r.champion:.4f}"
                              for r in rows}
                 out.version = tracking.log_bundle(
