@@ -213,11 +213,11 @@ def graph_from_parquet(folder: str | Path, event_weights: dict[str, float] | Non
     items = IdMap(ds.dataset(folder / "items.parquet", format="parquet").to_table(
         columns=["item_id"]).column("item_id"))
     inter = ds.dataset(folder / "interactions", format="parquet")
-    lo, hi = None, None
-    for batch in inter.to_batches(columns=["ts"]):
-        mm = pc.min_max(batch.column("ts"))
-        lo = mm["min"].as_py() if lo is None else min(lo, mm["min"].as_py())
-        hi = mm["max"].as_py() if hi is None else max(hi, mm["max"].as_py())
+    bounds = [pc.min_max(batch.column("ts")) for batch in inter.to_batches(columns=["ts"])]
+    if not bounds:
+        raise ValueError(f"{folder / 'interactions'}: no events to train on")
+    lo = int(min(b["min"].as_py() for b in bounds))
+    hi = int(max(b["max"].as_py() for b in bounds))
     counts = np.zeros(int(hi - lo) + 1, dtype=np.int64)
     for batch in inter.to_batches(columns=["ts"]):
         counts += np.bincount(batch.column("ts").to_numpy() - lo, minlength=len(counts))
@@ -250,7 +250,8 @@ def graph_from_parquet(folder: str | Path, event_weights: dict[str, float] | Non
                            shape=(n, n))
     social.sum_duplicates()
     social.data[:] = 1.0
-    empty = sp.csr_matrix(shape, dtype=np.float32)
+    empty = sp.csr_matrix((np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int32),
+                           np.zeros(shape[0] + 1, dtype=np.int32)), shape=shape)
     no_shares = encode_shares(empty_table("shares"), users, items)
     return GraphData(users=users, items=items, train=train, valid=empty, test=empty.copy(),
                      social=social, purchases=empty.copy(), shares_train=no_shares,
