@@ -27,7 +27,7 @@ SMALL = dict(embedding_dim=8, num_layers=2, lr=0.05, epochs=60, num_threads=1, s
 # The softmax loss fits the cyclic windows themselves with 8 dimensions (and then may rank the
 # item opposite a user's window below the other community): two dimensions, as ALS's factors.
 SOFTMAX = {**SMALL, "embedding_dim": 2, "loss": "softmax", "users_per_step": 32,
-           "temperature": 0.5}
+           "temperature": 0.5, "calibration": "none"}  # calibrated: test_socialgnn_push.py
 
 
 class TestSocialGNNBPR(RecommenderContract):

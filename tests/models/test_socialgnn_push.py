@@ -26,7 +26,7 @@ class TestSocialGNNTwoSidedSampledUsers(RecommenderContract):
 
 class TestSocialGNNCalibrated(RecommenderContract):
     def make_model(self) -> Recommender:
-        return SocialGNNRecommender(**SOFTMAX, item_bias=True, calibration="activity")
+        return SocialGNNRecommender(**{**SOFTMAX, "calibration": "activity"}, item_bias=True)
 
 
 def test_the_user_bias_is_served_as_one_more_column(tiny_world):
@@ -62,8 +62,16 @@ def test_calibration_scores_log_p_i_given_u_plus_log_activity_and_keeps_item_ran
     np.testing.assert_array_equal(small[1], cal_items)
 
 
-@pytest.mark.parametrize("bad", [dict(push_weight=1.0, loss="bpr"),
-                                 dict(calibration="activity", loss="ials")])
-def test_push_remedies_need_the_softmax_loss(bad):
+def test_the_item_side_term_needs_the_softmax_loss():
     with pytest.raises(ValueError, match="needs loss 'softmax'"):
-        SocialGNNRecommender(**bad)
+        SocialGNNRecommender(push_weight=1.0, loss="bpr")
+
+
+def test_calibration_is_the_default_and_leaves_other_losses_as_trained(tiny_world):
+    """Calibration (the default) applies to the softmax's log-probabilities; an iALS model's
+    scores are served as trained: no extra column."""
+    assert SocialGNNRecommender().config.calibration == "activity"
+    ials = SocialGNNRecommender(**{**SOFTMAX, "loss": "ials", "l2": 0.1, "epochs": 2,
+                                   "calibration": "activity"}).fit(tiny_world.data,
+                                                                   show_progress=False)
+    assert ials.embeddings()[0].shape[1] == SOFTMAX["embedding_dim"]
