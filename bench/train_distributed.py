@@ -36,7 +36,7 @@ import psutil
 from socialrec.features.graph import graph_from_parquet
 from socialrec.features.synthetic import write_world
 from socialrec.models.socialgnn import SocialGNNRecommender
-from socialrec.training.distributed import torchrun_command, write_csr
+from socialrec.training.distributed import torchrun_command, torchrun_env, write_csr
 from socialrec.training.memory import PeakMemory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +122,7 @@ def run(graph_dir: Path, nproc: int, args: argparse.Namespace) -> dict:
               "--dim", str(args.dim), "--users-per-step", str(args.users_per_step),
               "--steps", str(args.steps)]
     command = [*torchrun_command(nproc, 0, [])[:-2], *script]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = torchrun_env({**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
     before = load()
     t = time.perf_counter()
     proc = subprocess.Popen(command, env=env, cwd=ROOT)

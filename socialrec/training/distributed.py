@@ -113,12 +113,20 @@ def unsupported(model: str, key: str) -> str:
             f"not split over ranks); train it in one process")
 
 
+def torchrun_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment to start torchrun in: ``base`` (this process's) with the ranks' own
+    rendezvous store. torchrun otherwise shares its store with the ranks, and after an elastic
+    restart a rank can read a peer's address from the attempt before and fail to connect
+    (pytorch/pytorch#135712; seen here as gloo's "Connection refused" in one restart in two)."""
+    return {**(os.environ if base is None else base), "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+
+
 def launch(nproc: int, max_restarts: int, args: list[str]) -> None:
     """Replace this process by torchrun starting ``nproc`` ranks of ``socialrec <args>``."""
     if nproc < 1:
         raise ValueError(f"--nproc must be at least 1, got {nproc}")
     command = torchrun_command(nproc, max_restarts, without_nproc(args))
-    os.execv(command[0], command)
+    os.execve(command[0], command, torchrun_env())
 
 
 def without_nproc(args: list[str]) -> list[str]:

@@ -33,6 +33,7 @@ from socialrec.training.distributed import (
     init_process_group,
     launch_problem,
     torchrun_command,
+    torchrun_env,
 )
 from tests.training.ranked_fit import SETTINGS, model_for, tiny_graph
 
@@ -48,7 +49,7 @@ def ranked(tmp_path_factory) -> tuple[Path, str]:
     tmp = tmp_path_factory.mktemp("ranked")
     command = [*torchrun_command(2, 1, [])[:-2], str(WORKER), str(tmp / "out"),
                str(tmp / "run"), "--kill-at", str(KILL_AT), "--kill-in", "ials"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = torchrun_env({**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     log = done.stdout + done.stderr
@@ -221,7 +222,7 @@ def _tiny_config(tmp_path: Path) -> Path:
 
 
 def _socialrec(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = torchrun_env({**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"})
     return subprocess.run([str(Path(sys.executable).with_name("socialrec")), *args],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
 
@@ -257,7 +258,7 @@ def test_a_failing_rank_leaves_no_model(tmp_path):
     command = torchrun_command(2, 0, ["train", "--config", str(config), "--set",
                                       "model.socialgnn.cl_weight=0.1",
                                       "--bundle-out", str(tmp_path / "bundle")])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = torchrun_env({**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"})
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode != 0
