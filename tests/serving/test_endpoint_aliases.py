@@ -26,6 +26,12 @@ class AliasSource:
         self.loaded.append(alias)
         return self.bundle
 
+    def last_known(self, alias: str) -> str | None:
+        return None
+
+    def describe(self) -> str:
+        return "a stand-in registry"
+
 
 @pytest.fixture
 def service_with(bundle, tmp_path, monkeypatch):
