@@ -104,9 +104,18 @@ class PushRequest(Strict):
     treatments: list[str] | None = Field(
         None, max_length=100, description="treatments allowed (default: all the model has)")
     item_price: float | None = Field(
-        None, gt=0.0, le=1e9, allow_inf_nan=False,
-        description="the item's price, for the margin objective (default: the mean order value "
-        "the uplift model saw)")
+        None, ge=0.0, le=1e9, allow_inf_nan=False,
+        description="the item's price (> 0), for the margin objective (default: the mean order "
+        "value the uplift model saw)")
+
+    # > 0 checked here, not with gt=: BentoML's OpenAPI 3.0 schema takes no numeric
+    # exclusiveMinimum (schemathesis refuses the whole schema)
+    @field_validator("item_price")
+    @classmethod
+    def _positive_price(cls, price: float | None) -> float | None:
+        if price is not None and price <= 0:
+            raise ValueError("expected a price > 0")
+        return price
 
     @model_validator(mode="after")
     def _names_products(self) -> PushRequest:

@@ -66,3 +66,10 @@ def test_status_says_what_is_served(server):
     assert status["model_source"]["where"].startswith("directory ")
     assert status["event_store"]["ok"] is True
     assert status["exposure_writer"]["alive"] is True
+
+
+@pytest.mark.parametrize("price", [0, -1.5])
+def test_a_price_that_is_not_positive_is_a_400_naming_it(client, price):
+    r = client.post("/push_targets", json={"item_id": "i0", "item_price": price})
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"][0]["loc"] == ["item_price"]
