@@ -173,7 +173,7 @@ def _push_with_budget(cfg: dict, bundle: ModelBundle, version: str, item: str, o
     import pandas as pd
 
     from socialrec.features.events import EventStore
-    from socialrec.serving.push_objective import BudgetError, check_budget, plan
+    from socialrec.serving.push_objective import BudgetError, Products, check_budget, plan
     from socialrec.serving.retrieval import make_rules, select_users
 
     def refuse(message: str) -> None:
@@ -208,7 +208,8 @@ def _push_with_budget(cfg: dict, bundle: ModelBundle, version: str, item: str, o
                        or tracking.anchored_sqlite(cfg["serving"]["event_store"]))
     eligible = select_users(bundle, index, len(bundle.users),
                             make_rules(bundle, index, rules, store))
-    found = plan(bundle, model, index, item, eligible.users, np.zeros(0, dtype=np.int64),
+    found = plan(bundle, model, Products.one(bundle, index), item, eligible.users,
+                 np.zeros(0, dtype=np.int64),
                  objective, money, pushes, treatments, {}, store, None, datetime.now(UTC))
     store.close()
     frame = pd.DataFrame({

@@ -71,15 +71,24 @@ def uplift_features(src: FeatureSource, users: np.ndarray, item: int, push_count
                     projection: np.ndarray) -> np.ndarray:
     """The feature matrix (float32, one row per user, columns :func:`feature_names`) of
     ``users`` (internal ids) for a campaign pushing ``item`` (internal id)."""
+    return product_features(src, users, src.item_emb[item], src.buyers_of(item), push_count,
+                            projection)
+
+
+def product_features(src: FeatureSource, users: np.ndarray, item_vec: np.ndarray,
+                     buyers: np.ndarray, push_count: np.ndarray, projection: np.ndarray
+                     ) -> np.ndarray:
+    """:func:`uplift_features` of a product given by its served vector and its buyers
+    (internal user ids): also a product the model does not know (its folded-in or stand-in
+    vector, the buyers the event store reported)."""
     users = np.asarray(users, dtype=np.int64)
     n = len(users)
     is_buyer = np.zeros(src.user_emb.shape[0], dtype=np.float32)
-    buyers = src.buyers_of(item)
+    buyers = np.asarray(buyers, dtype=np.int64)
     is_buyer[buyers] = 1.0
     friends = src.social[users]
     friends_bought = (friends > 0).astype(np.float32) @ is_buyer
     user_vecs = src.user_emb[users]
-    item_vec = src.item_emb[item]
     k = projection.shape[1]
     out = np.empty((n, len(BASE_FEATURES) + 2 * k), dtype=np.float32)
     # embeddings may carry extra columns (an item bias); affinity is the served score

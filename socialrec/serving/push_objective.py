@@ -7,6 +7,12 @@ each treatment with the bundle's uplift model (models/uplift.py) and allocate th
 users and treatments (models/allocation.py: a user whose every treatment is expected to hurt is
 never pushed). A bundle without an uplift model answers with propensity and says so.
 
+A campaign over several products (``item_ids``, ``category``) scores each user for the product
+the campaign ranked them by (their best of the set); a product the model does not know is
+scored from the vector serving represents it by (folded in from its feedback, its seeds or its
+category) and the buyers the event store reported. The uplift model learned from one-product
+campaigns: for a set its estimates are those of the user's product alone.
+
 Of the users the allocation targets, a configured share (the model's ``exploration``) is given a
 treatment drawn at random (a stable hash of campaign and user), logged as explored, so every
 treatment's effect stays identifiable for the next model. Held-out users the allocation would
@@ -24,8 +30,10 @@ import numpy as np
 from socialrec.models.allocation import NONE, allocate
 from socialrec.models.bundle import ModelBundle
 from socialrec.models.uplift import UpliftModel
-from socialrec.models.uplift_features import FeatureSource, uplift_features
-from socialrec.serving.rules import PushCounts
+from socialrec.models.uplift_features import FeatureSource, product_features
+from socialrec.serving.campaigns import Push
+from socialrec.serving.foldin_state import ModelSignals
+from socialrec.serving.rules import PushCounts, buyers
 
 
 class BudgetError(ValueError):
@@ -36,9 +44,44 @@ class BudgetError(ValueError):
         self.field, self.expected = field, expected
 
 
+@dataclass(frozen=True)
+class Products:
+    """A campaign's products as the uplift features see them: served vector and buyers
+    (internal user ids) of each, and for a set the product of every bundle user."""
+
+    ids: list[str]
+    vectors: np.ndarray  # (products, dim)
+    buyers: list[np.ndarray]
+    of_user: np.ndarray | None = None  # per bundle user: an index into ids; None: one product
+
+    @classmethod
+    def one(cls, bundle: ModelBundle, item: int) -> Products:
+        """A campaign of one product the bundle knows (internal id ``item``)."""
+        return cls(bundle.items.to_ids(np.array([item])), bundle.item_emb[[item]],
+                   [buyers(bundle, item)])
+
+    def of(self, users: np.ndarray) -> np.ndarray:
+        """The product (index into ``ids``) each of ``users`` is scored for."""
+        if self.of_user is None:
+            return np.zeros(len(users), dtype=np.int64)
+        return self.of_user[users]
+
+
+def campaign_products(bundle: ModelBundle, signals: ModelSignals, push: Push) -> Products:
+    """The products of a campaign as :func:`plan` scores them: served vectors and buyers (the
+    bundle's for a product it knows, the event store's for a new one), each user's product."""
+    target = push.target
+    return Products(
+        list(target.item_ids), target.vectors,
+        [buyers(bundle, int(item)) if item >= 0 else signals.buyers(item_id)
+         for item, item_id in zip(target.known, target.item_ids, strict=True)],
+        push.best)
+
+
 @dataclass
 class Plan:
     users: np.ndarray  # internal ids to push, best value first
+    items: list[str]  # the product of each pushed user
     treatments: list[str]
     explored: np.ndarray  # bool per pushed user
     values: np.ndarray  # objective value of the given treatment
@@ -46,6 +89,7 @@ class Plan:
     costs: np.ndarray
     reasons: list[str]
     held: np.ndarray  # held-out users the allocation picked (the control)
+    held_items: list[str]
     held_values: np.ndarray
     spent: float
 
@@ -90,12 +134,13 @@ def check_budget(model: UpliftModel | None, money: float | None, pushes: int | N
     return use
 
 
-def plan(bundle: ModelBundle, model: UpliftModel, item: int, campaign: str,
+def plan(bundle: ModelBundle, model: UpliftModel, products: Products, campaign: str,
          eligible: np.ndarray, held: np.ndarray, objective: str, money: float | None,
          pushes: int | None, treatments: list[str], send_costs: dict[str, float],
          store: PushCounts | None, price: float | None, now: datetime) -> Plan:
     """Allocate the budget over ``eligible`` and ``held`` users (internal ids) and the
-    ``treatments`` by ``objective``; see the module docstring."""
+    ``treatments`` by ``objective`` for the campaign's ``products``; see the module
+    docstring."""
     candidates = np.concatenate([eligible, held]).astype(np.int64)
     is_held = np.r_[np.zeros(len(eligible), bool), np.ones(len(held), bool)]
     ids = bundle.users.to_ids(candidates)
@@ -105,7 +150,13 @@ def plan(bundle: ModelBundle, model: UpliftModel, item: int, campaign: str,
         push_count = np.fromiter((counts[u] for u in ids), dtype=np.float32, count=len(ids))
     else:
         push_count = np.zeros(len(ids), dtype=np.float32)
-    x = uplift_features(feature_source(bundle), candidates, item, push_count, model.projection)
+    src = feature_source(bundle)
+    product = products.of(candidates)
+    x = np.empty((len(candidates), len(model.features)), dtype=np.float32)
+    for j in np.unique(product):
+        at = np.flatnonzero(product == j)
+        x[at] = product_features(src, candidates[at], products.vectors[j], products.buyers[j],
+                                 push_count[at], model.projection)
     effects = model.effects(x, price)
     columns = [model.treatment_names.index(t) for t in treatments]
     value = model.value(effects, "margin" if objective == "margin" else "uplift")[:, columns]
@@ -139,10 +190,12 @@ def plan(bundle: ModelBundle, model: UpliftModel, item: int, campaign: str,
     reasons = [_reason(t, c, int(f), bool(e)) for t, c, f, e in zip(
         given, conv, friends_bought, explored_all, strict=True)]
     keep = ~is_held[picked]
-    return Plan(candidates[picked[keep]], [str(t) for t in given[keep]], explored,
-                values[keep], conv[keep], costs[keep],
+    items = np.array(products.ids, dtype=object)[product[picked]]
+    return Plan(candidates[picked[keep]], [str(i) for i in items[keep]],
+                [str(t) for t in given[keep]], explored, values[keep], conv[keep], costs[keep],
                 [r for r, k in zip(reasons, keep, strict=True) if k],
-                candidates[picked[~keep]], values[~keep], float(costs[keep].sum()))
+                candidates[picked[~keep]], [str(i) for i in items[~keep]], values[~keep],
+                float(costs[keep].sum()))
 
 
 def _reason(treatment: str, effect: float, friends_bought: int, explored: bool) -> str:

@@ -99,7 +99,7 @@ from socialrec.serving.foldin_state import FoldIns
 from socialrec.serving.health import Dependency, one_line
 from socialrec.serving.http import add_http_edges, log_client_errors_on_one_line
 from socialrec.serving.loader import BundleSource, LoadedModel, ModelSet, source_from_env
-from socialrec.serving.push_objective import BudgetError, check_budget, plan
+from socialrec.serving.push_objective import BudgetError, campaign_products, check_budget, plan
 from socialrec.serving.retrieval import recommend_items
 from socialrec.serving.rules import CampaignHoldout
 from socialrec.serving.schemas import (
@@ -471,7 +471,6 @@ class SocialRec:
         (serving/push_objective.py): each user's treatment, effect, cost and reason."""
         bundle = self._route("push_targets", campaign_id(req)).model.bundle
         model = bundle.uplift
-        one_known = (req.item_id in bundle.items and not req.item_ids and req.category is None)
         money = req.budget.money if req.budget else None
         pushes = req.budget.pushes if req.budget else None
         send_costs = req.budget.costs if req.budget else {}
@@ -479,12 +478,10 @@ class SocialRec:
             allowed = check_budget(model, money, pushes, send_costs, req.treatments)
         except BudgetError as err:
             raise RequestError(422, str(err), err.field, err.expected) from err
-        if model is None or req.objective == "propensity" or not one_known:
+        if model is None or req.objective == "propensity":
             note = (None if req.objective == "propensity" else
                     f"objective {req.objective!r} needs an uplift model, which this bundle has "
-                    "not: ranked by propensity" if model is None else
-                    f"objective {req.objective!r} needs one product the model knows (the uplift "
-                    "model has no features for a new product or a set): ranked by propensity")
+                    "not: ranked by propensity")
             cost = send_costs.get("push", next((t.send_cost for t in model.treatments
                                                 if t.name == "push"), None) if model else None)
             if money is not None and not cost:
@@ -512,25 +509,28 @@ class SocialRec:
                                           "budget": None})
         route, campaign, chosen = self._push(everyone)
         bundle = route.model.bundle
-        item = bundle.items.get(req.item_id or "")
-        assert item is not None and bundle.uplift is not None  # _push checked the item
+        assert bundle.uplift is not None  # the route of this campaign: the bundle checked above
         held = chosen.dropped.get("holdout", (np.zeros(0, dtype=np.int64),))[0]
         now = _now()
-        found = plan(bundle, bundle.uplift, item, campaign, chosen.users, held, req.objective,
-                     money, pushes, allowed, send_costs, self.store, req.item_price, now)
+        products = campaign_products(bundle, self.foldins.signals(route.model), chosen)
+        found = plan(bundle, bundle.uplift, products, campaign, chosen.users, held,
+                     req.objective, money, pushes, allowed, send_costs, self.store,
+                     req.item_price, now)
         user_ids = bundle.users.to_ids(found.users)
         served = route.served(f"{req.objective}:{chosen.strategy}")
         self.exposures.log(ServedList(
             served["request_id"], now, "push_targets", route.experiment, route.variant,
-            route.model.version, route.unit_id, user_ids, req.item_id, found.values,
+            route.model.version, route.unit_id, user_ids, found.items, found.values,
             treatments=found.treatments, explored=found.explored))
         if len(found.held):
             self.exposures.log(ServedList(
                 served["request_id"], now, "push_targets", route.experiment, HOLDOUT,
                 route.model.version, route.unit_id, bundle.users.to_ids(found.held),
-                req.item_id, found.held_values, treatments="control"))
-        return PushResponse(**served, item_id=req.item_id, campaign_id=campaign, users=user_ids,
-                            scores=found.values.tolist(), removed=chosen.removed,
+                found.held_items, found.held_values, treatments="control"))
+        return PushResponse(**served, item_id=chosen.item_id, campaign_id=campaign,
+                            users=user_ids, scores=found.values.tolist(), removed=chosen.removed,
+                            user_items=found.items if chosen.best is not None else None,
+                            new_items=chosen.target.new_items or None,
                             objective=req.objective, treatments=found.treatments,
                             effects=found.effects.tolist(), costs=found.costs.tolist(),
                             reasons=found.reasons, spent=found.spent)

@@ -8,9 +8,12 @@ push: conversion (a purchase of the campaign's item), revenue, unsubscribe. :fun
 refuses data it cannot trust, with counts: a campaign without holdout, too few control users,
 too few users under a treatment, pushes whose window has not closed yet.
 
-:func:`fit_uplift` fits causalml's T-learner (``BaseTClassifier``) with a LightGBM base learner
-for conversion and for unsubscribing, and returns it as the bundle's
-:class:`~socialrec.models.uplift.UpliftModel` (LightGBM text files + a JSON manifest, no pickle).
+:func:`select_learner` picks the conversion learner among causalml's T-, X-, R- and DR-learners
+(LightGBM base learners) by its Qini on campaigns held out of the training rows;
+:func:`fit_uplift` fits it for conversion and a T-learner for unsubscribing, and returns them as
+the bundle's :class:`~socialrec.models.uplift.UpliftModel` (LightGBM text files + a JSON
+manifest, no pickle). causalml is imported only when fitting (its first import takes tens of
+seconds: numba, shap).
 """
 
 from __future__ import annotations
@@ -25,7 +28,14 @@ import numpy as np
 import pandas as pd
 
 from socialrec.features.events import CONTROL, HOLDOUT, PUSH
-from socialrec.models.uplift import FORMAT, OUTCOMES, UpliftModel
+from socialrec.models.uplift import (
+    FORMAT,
+    OUTCOMES,
+    Combination,
+    OutcomeModel,
+    UpliftModel,
+    t_learner_outcome,
+)
 from socialrec.models.uplift_features import FeatureSource, feature_names, uplift_features
 from socialrec.training.uplift_config import UpliftConfig
 
@@ -162,47 +172,130 @@ def check_rows(rows: pd.DataFrame, cfg: UpliftConfig, now: datetime) -> tuple[pd
 
 # -- fitting ------------------------------------------------------------------------------------
 
-def _learner(cfg: UpliftConfig) -> lgb.LGBMClassifier:
+#: The learners ``uplift.learner`` may name (``auto``: the best of ``uplift.candidates`` on
+#: held-out campaigns, :func:`select_learner`).
+LEARNERS = {
+    "t": "causalml.inference.meta.BaseTClassifier (T-learner)",
+    "x": "causalml.inference.meta.BaseXClassifier (X-learner)",
+    "r": "causalml.inference.meta.BaseRClassifier (R-learner)",
+    "dr": "causalml.inference.meta.BaseDRLearner (DR-learner)",
+}
+
+
+def _classifier(cfg: UpliftConfig) -> lgb.LGBMClassifier:
     return lgb.LGBMClassifier(**cfg.lightgbm.model_dump(), random_state=cfg.seed, n_jobs=1,
                               verbose=-1)
 
 
-def fit_t_learner(x: np.ndarray, treatment: np.ndarray, y: np.ndarray, cfg: UpliftConfig
-                  ) -> tuple[Any, dict[str, lgb.Booster | float]]:
-    """causalml's ``BaseTClassifier`` on one outcome, and its models by arm (a constant where
-    an arm never or always saw the outcome: a classifier needs both classes)."""
-    from causalml.inference.meta import BaseTClassifier
+def _regressor(cfg: UpliftConfig) -> lgb.LGBMRegressor:
+    return lgb.LGBMRegressor(**cfg.effect_lightgbm.model_dump(), random_state=cfg.seed,
+                             n_jobs=1, verbose=-1)
 
-    arms = [CONTROL, *cfg.treatments]
-    constant = {a: float(y[treatment == a].mean()) for a in arms
-                if len(np.unique(y[treatment == a])) < 2}
-    if constant:
-        # Too few events for a classifier in some arm: every arm is its observed rate, so
-        # the effect estimates stay differences of like with like.
-        return None, {a: float(y[treatment == a].mean()) for a in arms}
-    learner = BaseTClassifier(learner=_learner(cfg), control_name=CONTROL)
-    learner.fit(x, treatment=treatment, y=y)
-    models: dict[str, lgb.Booster | float] = {CONTROL: learner.model_c.booster_}
-    for t in cfg.treatments:
-        models[t] = learner.models_t[t].booster_
-    return learner, models
+
+def treated_shares(treatment: np.ndarray, treatments: list[str]) -> dict[str, float]:
+    """Each treatment's share of its rows and the control's: the chance of being treated that
+    X-, R- and DR-learners weigh by (constant: campaigns hold users out and explore at random
+    whatever the features)."""
+    control = int((treatment == CONTROL).sum())
+    return {t: int((treatment == t).sum()) / max(1, int((treatment == t).sum()) + control)
+            for t in treatments}
+
+
+def fit_learner(kind: str, x: np.ndarray, treatment: np.ndarray, y: np.ndarray,
+                cfg: UpliftConfig, outcome: str
+                ) -> tuple[Any, OutcomeModel, dict[str, lgb.Booster]]:
+    """causalml's learner ``kind`` (:data:`LEARNERS`) on one outcome, as the causalml object
+    and the :class:`OutcomeModel` of its boosters (named ``<outcome>_...``). Where an arm
+    never or always saw the outcome (a classifier needs both classes) every arm is its observed
+    rate, so effects stay differences of like with like."""
+    from causalml.inference.meta import (
+        BaseDRLearner,
+        BaseRClassifier,
+        BaseTClassifier,
+        BaseXClassifier,
+    )
+
+    names = list(cfg.treatments)
+    arms = [CONTROL, *names]
+    if any(len(np.unique(y[treatment == a])) < 2 for a in arms):
+        model, boosters = t_learner_outcome({a: float(y[treatment == a].mean()) for a in arms},
+                                            outcome, names)
+        return None, model, boosters
+    if kind == "t":
+        learner = BaseTClassifier(learner=_classifier(cfg), control_name=CONTROL)
+        learner.fit(x, treatment=treatment, y=y)
+        arm_models: dict[str, lgb.Booster | float] = {CONTROL: learner.model_c.booster_}
+        arm_models |= {t: learner.models_t[t].booster_ for t in names}
+        model, boosters = t_learner_outcome(arm_models, outcome, names)
+        return learner, model, boosters
+    shares = treated_shares(treatment, names)
+    p = {t: np.full(len(x), shares[t]) for t in names}
+    boosters = {}
+    effects = {}
+    if kind == "x":
+        learner = BaseXClassifier(outcome_learner=_classifier(cfg), effect_learner=_regressor(cfg),
+                                  control_name=CONTROL)
+        learner.fit(x, treatment=treatment, y=y, p=p)
+        control_booster = learner.model_mu_c.booster_
+        for t in names:
+            boosters[f"{outcome}_tau_c_{t}"] = learner.models_tau_c[t].booster_
+            boosters[f"{outcome}_tau_t_{t}"] = learner.models_tau_t[t].booster_
+            effects[t] = Combination(((f"{outcome}_tau_c_{t}", shares[t]),
+                                      (f"{outcome}_tau_t_{t}", 1.0 - shares[t])))
+    elif kind == "r":
+        learner = BaseRClassifier(outcome_learner=_classifier(cfg), effect_learner=_regressor(cfg),
+                                  control_name=CONTROL, n_fold=3, random_state=cfg.seed)
+        learner.fit(x, treatment=treatment, y=y, p=p, verbose=False)
+        for t in names:
+            boosters[f"{outcome}_tau_{t}"] = learner.models_tau[t].booster_
+            effects[t] = Combination(((f"{outcome}_tau_{t}", 1.0),))
+        control_booster = _classifier(cfg).fit(x[treatment == CONTROL],
+                                               y[treatment == CONTROL]).booster_
+    elif kind == "dr":
+        learner = BaseDRLearner(learner=_regressor(cfg), treatment_effect_learner=_regressor(cfg),
+                                control_name=CONTROL)
+        learner.fit(x, treatment=treatment, y=y, p=p, seed=cfg.seed)
+        for t in names:
+            folds = learner.models_tau[t]
+            for i, fold in enumerate(folds):
+                boosters[f"{outcome}_tau_{t}_{i}"] = fold.booster_
+            effects[t] = Combination(tuple((f"{outcome}_tau_{t}_{i}", 1.0 / len(folds))
+                                           for i in range(len(folds))))
+        control_booster = _classifier(cfg).fit(x[treatment == CONTROL],
+                                               y[treatment == CONTROL]).booster_
+    else:
+        raise ValueError(f"uplift learner {kind!r}: expected one of {sorted(LEARNERS)}")
+    boosters[f"{outcome}_control"] = control_booster
+    return learner, OutcomeModel(Combination(((f"{outcome}_control", 1.0),)), effects), boosters
 
 
 def fit_uplift(x: np.ndarray, rows: pd.DataFrame, cfg: UpliftConfig, projection: np.ndarray,
-               evidence: dict[str, Any] | None = None) -> tuple[UpliftModel, dict[str, Any]]:
-    """Fit conversion and unsubscribe T-learners on ``x`` (features of ``rows``); return the
-    servable model and the causalml learners (for comparisons; not saved)."""
+               evidence: dict[str, Any] | None = None, learner: str | None = None,
+               outcomes: tuple[str, ...] = OUTCOMES) -> tuple[UpliftModel, dict[str, Any]]:
+    """Fit the uplift learner on ``x`` (features of ``rows``): ``learner`` (default
+    ``uplift.learner``; ``auto``: chosen by :func:`select_learner` on held-out campaigns) for
+    conversion, a T-learner for unsubscribing (its effect is large where it exists: sleeping
+    dogs). Returns the servable model and the causalml learners (for comparisons; not saved)."""
+    kind = learner or cfg.learner
+    if kind == "auto":
+        kind = (select_learner(x, rows, cfg, projection).learner if "campaign" in rows
+                else cfg.candidates[0])
     treatment = rows.treatment.to_numpy().astype(str)
-    models: dict[str, dict[str, lgb.Booster | float]] = {}
+    models: dict[str, OutcomeModel] = {}
+    boosters: dict[str, lgb.Booster] = {}
     learners: dict[str, Any] = {}
-    for outcome in OUTCOMES:
-        learners[outcome], models[outcome] = fit_t_learner(
-            x, treatment, rows[outcome].to_numpy().astype(int), cfg)
+    for outcome in outcomes:
+        learners[outcome], models[outcome], found = fit_learner(
+            kind if outcome == "conversion" else "t", x, treatment,
+            rows[outcome].to_numpy().astype(int), cfg, outcome)
+        boosters |= found
     bought = rows.revenue[rows.conversion > 0]
     manifest = {
         "format": FORMAT,
-        "learner": "causalml.inference.meta.BaseTClassifier (T-learner)",
+        "learner": kind,
+        "learners": {"conversion": LEARNERS[kind], "unsubscribe": LEARNERS["t"]},
         "base_learner": f"lightgbm.LGBMClassifier {cfg.lightgbm.model_dump()}",
+        "effect_learner": f"lightgbm.LGBMRegressor {cfg.effect_lightgbm.model_dump()}",
         "features": feature_names(projection.shape[1]),
         "n_components": int(projection.shape[1]),
         "projection": projection.astype(float).ravel().tolist(),
@@ -215,7 +308,79 @@ def fit_uplift(x: np.ndarray, rows: pd.DataFrame, cfg: UpliftConfig, projection:
         "exploration": cfg.exploration,
         "evidence": evidence or {},
     }
-    return UpliftModel(manifest, models), learners
+    return UpliftModel(manifest, models, boosters), learners
+
+
+@dataclass
+class Selection:
+    """The learner chosen on held-out campaigns, and every candidate's validation Qini."""
+
+    learner: str
+    qini: dict[str, dict[str, float]]  # candidate -> treatment -> Qini (normalised)
+    validation_campaigns: list[str]
+    note: str = ""
+
+    def score(self, candidate: str) -> float:
+        values = list(self.qini[candidate].values())
+        return float(np.mean(values)) if values else float("nan")
+
+
+def validation_qini(effects: np.ndarray, rows: pd.DataFrame, treatments: list[str],
+                    seed: int = 0) -> dict[str, float]:
+    """Qini (causalml, normalised) of each treatment's estimated effect on the rows given that
+    treatment or none (the control), where both arms are present."""
+    from causalml.metrics import qini_score
+
+    out = {}
+    given = rows.treatment.to_numpy().astype(str)
+    y = rows.conversion.to_numpy()
+    for j, name in enumerate(treatments):
+        part = np.isin(given, [name, CONTROL])
+        w = (given[part] == name).astype(int)
+        if w.min(initial=1) == w.max(initial=0) or y[part].max(initial=0) == 0:
+            continue
+        frame = pd.DataFrame({"y": y[part], "w": w, "uplift": effects[part, j]})
+        out[name] = float(qini_score(frame, outcome_col="y", treatment_col="w",
+                                     normalize=True)["uplift"])
+    return out
+
+
+def split_campaigns(rows: pd.DataFrame, share: float, seed: int) -> np.ndarray:
+    """A boolean mask of the rows of the campaigns kept aside for validation (``share`` of the
+    campaigns, at least one; none when there is only one campaign)."""
+    campaigns = np.asarray(sorted(rows.campaign.unique(), key=str), dtype=object)
+    if len(campaigns) < 2:
+        return np.zeros(len(rows), dtype=bool)
+    rng = np.random.default_rng(seed)
+    held = rng.choice(campaigns, max(1, round(share * len(campaigns))), replace=False)
+    return rows.campaign.isin(set(held)).to_numpy()
+
+
+def select_learner(x: np.ndarray, rows: pd.DataFrame, cfg: UpliftConfig,
+                   projection: np.ndarray) -> Selection:
+    """``uplift.learner``, or for ``auto`` the candidate of ``uplift.candidates`` whose
+    conversion effects rank the held-out campaigns best: each candidate is fitted on the other
+    campaigns and scored by its Qini on the held-out ones (mean over treatments). The test
+    campaigns of a benchmark are never among ``rows``."""
+    in_val = split_campaigns(rows, cfg.validation_share, cfg.seed)
+    held = sorted(str(c) for c in rows.campaign[in_val].unique())
+    candidates = list(cfg.candidates) if cfg.learner == "auto" else [cfg.learner]
+    qini: dict[str, dict[str, float]] = {}
+    if in_val.any() and (~in_val).any():
+        for kind in candidates:
+            model, _ = fit_uplift(x[~in_val], rows[~in_val], cfg, projection, learner=kind,
+                                  outcomes=("conversion",))
+            qini[kind] = validation_qini(model.predict_effects(x[in_val]), rows[in_val],
+                                         model.treatment_names)
+            log.info("uplift learner %s: validation Qini %s", kind, qini[kind])
+    scored = [k for k in candidates if qini.get(k)]
+    if cfg.learner != "auto":
+        return Selection(cfg.learner, qini, held, "uplift.learner")
+    if not scored:
+        return Selection(candidates[0], qini, held, "no campaign to validate on: the first "
+                         "candidate")
+    best = max(scored, key=lambda k: float(np.mean(list(qini[k].values()))))
+    return Selection(best, qini, held, "best mean validation Qini")
 
 
 def features_for_rows(src: FeatureSource, rows: pd.DataFrame, projection: np.ndarray,

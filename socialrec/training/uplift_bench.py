@@ -4,17 +4,21 @@
 
 Per world, in one run: campaigns of training items are logged as the service logs them
 (everyone reached, 20 % held out, 20 % of the rest given a random treatment, the others a plain
-push), the T-learner of training/uplift.py is fitted on those rows, and then, on campaigns of
-items it never saw:
+push); the learner is chosen among causalml's T-, X-, R- and DR-learners by its Qini on training
+campaigns held out of its fit (training/uplift.py ``select_learner``; the test campaigns are
+never seen), refitted on every training campaign, and then, on campaigns of items it never saw:
 
 - Qini and AUUC (causalml.metrics, ``normalize=True``: the curve divided by its final value) of
   random, propensity (the served score) and uplift ranking, on a randomised log (half held
   out, half pushed) of the held-out campaigns;
 - incremental conversions of pushing the top 5 / 10 / 20 % of users by each ranking, from the
   true expected effects, as a fraction of the oracle's (the top users by true effect, positive
-  effects only), and the unsubscribes each push list causes;
+  effects only), and the unsubscribes each push list causes; beside them, for reference only,
+  the ranking of a regression of the *true* effect on the same features (fitted on the training
+  campaigns with the hidden truth no learner has): about the best these features allow;
 - the allocation of one money budget over push and coupon (models/allocation.py, by
-  incremental margin) against giving the coupon to the top-propensity users, at equal true spend.
+  incremental margin) against giving the coupon to the top-propensity users, and against a
+  plain push (no coupon) to the top-propensity users, at equal true spend.
 """
 
 from __future__ import annotations
@@ -38,11 +42,17 @@ from socialrec.evaluation.uplift_worlds import (
 )
 from socialrec.models.allocation import NONE, allocate
 from socialrec.models.uplift_features import FeatureSource, fit_projection, uplift_features
-from socialrec.training.uplift import features_for_rows, fit_uplift
+from socialrec.training.uplift import (
+    LEARNERS,
+    Selection,
+    features_for_rows,
+    fit_uplift,
+    select_learner,
+)
 from socialrec.training.uplift_config import TreatmentConfig, UpliftConfig
 
 BUDGETS = (0.05, 0.10, 0.20)
-POLICIES = ("random", "propensity", "uplift", "oracle")
+POLICIES = ("random", "propensity", "uplift", "features_oracle", "oracle")
 TRAIN_CAMPAIGNS = 8
 TEST_CAMPAIGNS = 4
 
@@ -65,6 +75,7 @@ class WorldResult:
     incremental: dict[float, dict[str, float]]  # budget -> policy -> incremental conversions
     unsubscribes: dict[float, dict[str, float]]
     margin: dict[str, float]
+    selection: Selection
     qini_curve: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
 
 
@@ -86,8 +97,11 @@ def run_world(spec: WorldSpec, base: UpliftConfig, seed: int = 0) -> WorldResult
     items = rng.permutation(len(world.item_emb))[: TRAIN_CAMPAIGNS + TEST_CAMPAIGNS]
     train_items, test_items = items[:TRAIN_CAMPAIGNS], items[TRAIN_CAMPAIGNS:]
     rows = campaign_log(world, list(train_items), holdout=0.2, exploration=0.2, seed=seed)
-    model, _ = fit_uplift(features_for_rows(src, rows, projection), rows, cfg, projection)
+    x_rows = features_for_rows(src, rows, projection)
+    selection = select_learner(x_rows, rows, cfg, projection)
+    model, _ = fit_uplift(x_rows, rows, cfg, projection, learner=selection.learner)
     push = model.treatment_names.index(PUSH)
+    features_oracle = _features_oracle(world, rows, x_rows, cfg)
 
     # Qini / AUUC on a randomised log of the held-out campaigns
     test = campaign_log(world, list(test_items), holdout=0.5, exploration=0.0, seed=seed + 1)
@@ -106,7 +120,8 @@ def run_world(spec: WorldSpec, base: UpliftConfig, seed: int = 0) -> WorldResult
 
     incremental = {b: dict.fromkeys(POLICIES, 0.0) for b in BUDGETS}
     unsubscribes = {b: dict.fromkeys(POLICIES, 0.0) for b in BUDGETS}
-    margin = {"coupon_top_propensity": 0.0, "allocation": 0.0, "oracle_allocation": 0.0,
+    margin = {"coupon_top_propensity": 0.0, "push_top_propensity": 0.0,
+              "push_top_propensity_users": 0.0, "allocation": 0.0, "oracle_allocation": 0.0,
               "spend": 0.0, "allocation_push": 0.0, "allocation_coupon": 0.0}
     users = np.arange(world.n_users)
     for item in test_items:
@@ -117,14 +132,15 @@ def run_world(spec: WorldSpec, base: UpliftConfig, seed: int = 0) -> WorldResult
         caused = q[:, 1] - q[:, 0]
         est = model.effects(x, price=world.price[item])
         scores = {"propensity": world.score(users, int(item)),
-                  "uplift": est.conversion[:, push], "oracle": true}
+                  "uplift": est.conversion[:, push],
+                  "features_oracle": features_oracle.predict(x), "oracle": true}
         for b in BUDGETS:
             k = round(b * world.n_users)
             incremental[b]["random"] += b * true.sum()
             unsubscribes[b]["random"] += b * caused.sum()
             for name, score in scores.items():
                 top = np.argsort(-score, kind="stable")[:k]
-                if name != "propensity":  # uplift targeting never pushes a negative effect
+                if name not in ("propensity", "features_oracle"):  # never a negative effect
                     top = top[score[top] > 0]
                 incremental[b][name] += true[top].sum()
                 unsubscribes[b][name] += caused[top].sum()
@@ -132,14 +148,31 @@ def run_world(spec: WorldSpec, base: UpliftConfig, seed: int = 0) -> WorldResult
     return WorldResult(spec.name, len(rows), time.perf_counter() - t0,
                        {str(k): float(v) for k, v in qini.items()},
                        {str(k): float(v) for k, v in auuc.items()}, incremental, unsubscribes,
-                       margin, curve)
+                       margin, selection, curve)
+
+
+def _features_oracle(world: World, rows: pd.DataFrame, x: np.ndarray, cfg: UpliftConfig) -> Any:
+    """A regression of the TRUE effect of a push on the learner's features, fitted on the
+    training campaigns: not a learner (no learner sees the truth), a reference for how well
+    these features can rank at all."""
+    import lightgbm as lgb
+
+    true = np.zeros(len(rows))
+    for item in rows.item.unique():
+        at = (rows.item == item).to_numpy()
+        p, _ = world.response(rows.user.to_numpy()[at], int(item))
+        true[at] = p[:, 1] - p[:, 0]
+    return lgb.LGBMRegressor(n_estimators=300, learning_rate=0.05, num_leaves=31,
+                             min_child_samples=200, random_state=cfg.seed, n_jobs=1,
+                             verbose=-1).fit(x, true)
 
 
 def _allocate_margin(world: World, model: Any, est: Any, p: np.ndarray, q: np.ndarray,
                      item: int, cfg: UpliftConfig, out: dict[str, float], share: float = 0.10
                      ) -> None:
     """One money budget over push and coupon: the allocation by estimated incremental margin
-    against coupons for the top-propensity users, at equal true spend."""
+    against coupons for the top-propensity users and against plain pushes for them, at equal
+    true spend."""
     spec = world.spec
     true_margin = world.margin(p, q, item, cfg.unsubscribe_cost)  # (n, 2): push, coupon
     true_cost = np.column_stack([np.full(len(p), spec.send_cost),
@@ -156,11 +189,14 @@ def _allocate_margin(world: World, model: Any, est: Any, p: np.ndarray, q: np.nd
     # the baseline at the same true spend: top-propensity users get the coupon until it is spent
     cumulative = np.cumsum(true_cost[by_propensity, 1])
     n_base = int(np.searchsorted(cumulative, spend, side="right"))
+    n_push = min(world.n_users, int(spend // spec.send_cost))  # a plain push costs its sending
     oracle = allocate(true_margin, true_cost, spend).choice
     got = np.flatnonzero(oracle != NONE)
     out["spend"] += spend
     out["allocation"] += float(true_margin[picked, chosen[picked]].sum())
     out["coupon_top_propensity"] += float(true_margin[by_propensity[:n_base], 1].sum())
+    out["push_top_propensity"] += float(true_margin[by_propensity[:n_push], 0].sum())
+    out["push_top_propensity_users"] += n_push
     out["oracle_allocation"] += float(true_margin[got, oracle[got]].sum())
     out["allocation_push"] += int((chosen == 0).sum())
     out["allocation_coupon"] += int((chosen == 1).sum())
@@ -258,10 +294,27 @@ def write_report(worlds: list[WorldResult], hillstrom: list[HillstromResult], ou
              "(socialrec/evaluation/uplift_worlds.py `WORLDS`) were fixed and committed before "
              "anything was measured on them and were not tuned afterwards.", "",
              "## Simulated worlds", "",
-             "Learner: causalml `BaseTClassifier` (T-learner) with LightGBM, trained on the "
-             f"service-style log of {TRAIN_CAMPAIGNS} campaigns (every user reached, 20 % held "
-             "out, 20 % of the rest given a random push or coupon); measured on "
-             f"{TEST_CAMPAIGNS} campaigns of items it never saw.", "",
+             f"Training data: the service-style log of {TRAIN_CAMPAIGNS} campaigns (every user "
+             "reached, 20 % held out, 20 % of the rest given a random push or coupon); test: "
+             f"{TEST_CAMPAIGNS} campaigns of items the learner never saw.", "",
+             "### The learner, chosen on training campaigns only", "",
+             "Each candidate (causalml, LightGBM base learners: outcome classifiers "
+             "`uplift.lightgbm`, effect regressors `uplift.effect_lightgbm`) is fitted on the "
+             "training campaigns but a held-out `uplift.validation_share` of them and scored by "
+             "the Qini (normalised) of its estimated effect of each treatment on those held-out "
+             "campaigns' rows of that treatment and of the control; the best mean is refitted on "
+             "all training campaigns (unsubscribes: always a T-learner). The test campaigns play "
+             "no part in the choice.", "",
+             "| world | validation campaigns | " + " | ".join(
+                 f"{k.upper()} Qini push / coupon" for k in LEARNERS) + " | chosen |",
+             "|---|---|" + "---:|" * len(LEARNERS) + "---|"]
+    for w in worlds:
+        sel = w.selection
+        cells = [" / ".join(f"{sel.qini[k].get(t, float('nan')):.4f}" for t in (PUSH, COUPON))
+                 if k in sel.qini else "-" for k in LEARNERS]
+        lines.append(f"| {w.name} | {', '.join(sel.validation_campaigns)} | "
+                     + " | ".join(cells) + f" | **{sel.learner.upper()}** |")
+    lines += ["",
              "### Qini / AUUC (causalml.metrics, normalize=True), held-out randomised log", "",
              "| world | random Qini | propensity Qini | uplift Qini | random AUUC | "
              "propensity AUUC | uplift AUUC |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -271,31 +324,39 @@ def write_report(worlds: list[WorldResult], hillstrom: list[HillstromResult], ou
             + " |")
     lines += ["", "### Incremental conversions of a push at a budget of users (true expected "
               "effects), as a fraction of the oracle's", "",
-              "| world | budget | random | propensity | uplift | oracle (conversions) | "
-              "uplift / propensity | unsubscribes caused: propensity | uplift |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "`features oracle`: a regression of the true effect on the learner's features, "
+              "fitted with the hidden truth of the training campaigns (no learner can have it): "
+              "roughly the best ranking these features allow, for reference.", "",
+              "| world | budget | random | propensity | uplift | features oracle | oracle "
+              "(conversions) | uplift / propensity | unsubscribes caused: propensity | uplift |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for w in worlds:
         for b in BUDGETS:
             inc, uns = w.incremental[b], w.unsubscribes[b]
             o = inc["oracle"]
             lines.append(
                 f"| {w.name} | {b:.0%} | {inc['random'] / o:.3f} | {inc['propensity'] / o:.3f} "
-                f"| {inc['uplift'] / o:.3f} | {o:.1f} | {inc['uplift'] / inc['propensity']:.3f} "
+                f"| {inc['uplift'] / o:.3f} | {inc['features_oracle'] / o:.3f} | {o:.1f} "
+                f"| {inc['uplift'] / inc['propensity']:.3f} "
                 f"| {uns['propensity']:.1f} | {uns['uplift']:.1f} |")
     lines += ["", "### One money budget over push and coupon (incremental margin, equal true "
               "spend)", "",
               "Budget: the true expected spend of coupons for the top 10 % by propensity; the "
               "allocation (models/allocation.py, by estimated incremental margin) is measured "
-              "at its true spend, and the baseline gives coupons to the top-propensity users "
-              "until it has spent the same.", "",
-              "| world | spend | coupon to top propensity | allocation | oracle allocation | "
-              "allocation / baseline | pushes / coupons given |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "at its true spend; the baselines spend the same on the top-propensity users: "
+              "coupons (until spent), or plain pushes (send cost each; the spend buys more "
+              "pushes than there are users when it is large: then everyone is pushed).", "",
+              "| world | spend | coupon to top propensity | push to top propensity (users) | "
+              "allocation | oracle allocation | allocation / coupon baseline | allocation / "
+              "push baseline | pushes / coupons given |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for w in worlds:
         m = w.margin
         lines.append(f"| {w.name} | {m['spend']:.0f} | {m['coupon_top_propensity']:.1f} | "
+                     f"{m['push_top_propensity']:.1f} ({m['push_top_propensity_users']:.0f}) | "
                      f"{m['allocation']:.1f} | {m['oracle_allocation']:.1f} | "
-                     f"{m['allocation'] / m['coupon_top_propensity']:.2f}x | "
+                     f"{_ratio(m['allocation'], m['coupon_top_propensity'])} | "
+                     f"{_ratio(m['allocation'], m['push_top_propensity'])} | "
                      f"{m['allocation_push']:.0f} / {m['allocation_coupon']:.0f} |")
     if hillstrom:
         n = len(next(iter(hillstrom)).qini["uplift"])
@@ -336,9 +397,74 @@ def write_report(worlds: list[WorldResult], hillstrom: list[HillstromResult], ou
     fig.tight_layout()
     fig.savefig(png, dpi=90)
     plt.close(fig)
-    lines += ["", f"![Qini curves]({png.name})", ""]
-    out.write_text("\n".join(lines) + "\n")
+    lines += ["", f"![Qini curves]({png.name})", "", *targets(worlds, hillstrom)]
+    online = _kept_section(out)
+    out.write_text("\n".join(lines) + "\n" + (f"\n{online}" if online else ""))
     return [out, png]
+
+
+#: The online run's section of the report (bench/uplift_online.py writes it); a benchmark run
+#: keeps it.
+ONLINE_HEADING = "## Online: propensity against uplift targeting through the service"
+
+
+def _kept_section(out: Path) -> str:
+    if not out.exists():
+        return ""
+    text = out.read_text()
+    at = text.find(ONLINE_HEADING)
+    return text[at:].rstrip() + "\n" if at >= 0 else ""
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b > 0 else f"{a:+.1f} against {b:+.1f} (baseline <= 0)"
+
+
+def targets(worlds: list[WorldResult], hillstrom: list[HillstromResult]) -> list[str]:
+    """The issue's targets against this run's figures, met or missed and by how much."""
+    lines = ["## Against the issue's targets (computed from the tables above by the same "
+             "command)", ""]
+    by_name = {w.name: w for w in worlds}
+    for name in ("2_sure_things", "3_sleeping_dogs"):
+        if name not in by_name:
+            continue
+        inc = by_name[name].incremental[0.10]
+        ratio, share = inc["uplift"] / inc["propensity"], inc["uplift"] / inc["oracle"]
+        feasible = inc["features_oracle"] / inc["propensity"]
+        met = ratio >= 1.3 and share >= 0.7
+        short = "met" if ratio >= 1.3 else f"missed by {1.3 - ratio:.3f}x"
+        lines.append(
+            f"- World {name}, 10 % budget: uplift {ratio:.3f}x propensity's incremental "
+            f"conversions (target 1.3x: {short}), {share:.1%} of the oracle's (target 70 %: "
+            f"{'met' if share >= 0.7 else f'missed by {100 * (0.7 - share):.1f} points'}): "
+            f"**{'met' if met else 'missed'}**. For reference the features oracle reaches "
+            f"{feasible:.3f}x propensity and {inc['features_oracle'] / inc['oracle']:.1%} of the "
+            "oracle.")
+    if "1_proportional" in by_name:
+        inc = by_name["1_proportional"].incremental[0.10]
+        loss = 1 - inc["uplift"] / inc["propensity"]
+        lines.append(f"- World 1_proportional, 10 % budget: uplift loses {loss:.1%} to "
+                     f"propensity (target at most 5 %): **{'met' if loss <= 0.05 else 'missed'}**"
+                     + ("" if loss <= 0.05 else f" by {100 * (loss - 0.05):.1f} points") + ".")
+    for w in worlds:
+        m = w.margin
+        best = max(m["coupon_top_propensity"], m["push_top_propensity"])
+        met = m["allocation"] >= 1.2 * best if best > 0 else m["allocation"] > best
+        lines.append(
+            f"- {w.name}, one money budget at equal spend: allocation {m['allocation']:.1f} "
+            f"against coupons to the top-propensity users {m['coupon_top_propensity']:.1f} "
+            f"({_ratio(m['allocation'], m['coupon_top_propensity'])}) and plain pushes to them "
+            f"{m['push_top_propensity']:.1f} ({_ratio(m['allocation'], m['push_top_propensity'])}"
+            f"); target +20 % over the better baseline: **{'met' if met else 'missed'}**.")
+    for r in hillstrom:
+        if r.outcome != "visit":
+            continue
+        diff = np.array(r.top30["uplift"]) - np.array(r.top30["response"])
+        lo, hi = np.percentile(diff, [2.5, 97.5])
+        lines.append(f"- Hillstrom {r.arm}, top 30 %: uplift captures {diff.mean():+.1f} "
+                     f"incremental visits against the response model [{lo:+.1f}, {hi:+.1f}] "
+                     f"({'more' if lo > 0 else 'fewer' if hi < 0 else 'not distinguishable'}).")
+    return [*lines, ""]
 
 
 def run_benchmark(base: UpliftConfig, worlds: list[str], hillstrom_root: Path | None,

@@ -28,11 +28,48 @@ def _commit() -> str:
         return "unknown"
 
 
+def download_alias(cfg: dict, alias: str, dst: Path) -> tuple[Path, str]:
+    """The bundle directory of the registered model's version holding ``alias``, downloaded
+    under ``dst``, and that version."""
+    import mlflow
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    from socialrec.training import tracking
+    from socialrec.training.config import format_names
+
+    name = format_names(cfg)["registered_model"]
+    client, _ = tracking.setup(cfg)
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        console.print(f"[red]--alias {alias}: no version of {name} holds it in "
+                      f"{tracking.tracking_uri(cfg)}[/red]")
+        raise typer.Exit(2) from None
+    uri = client.get_model_version_download_uri(name, version.version)
+    model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst),
+                                                         tracking_uri=client.tracking_uri))
+    mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text()) or {}
+    entry = (mlmodel.get("flavors", {}).get("python_function", {}).get("artifacts") or {}).get(
+        "bundle")
+    if not entry or not (model_dir / entry["path"] / "meta.json").exists():
+        console.print(f"[red]{name} version {version.version}: its model has no bundle[/red]")
+        raise typer.Exit(2)
+    return model_dir / entry["path"], str(version.version)
+
+
 @uplift_app.command()
 def train(
-    bundle: Annotated[Path, typer.Option(help="The bundle directory the service serves (its "
-                                              "embeddings and graph give the features).")],
-    out: Annotated[Path, typer.Option(help="Write the bundle with its uplift/ model here.")],
+    bundle: Annotated[Path | None, typer.Option(
+        help="The bundle directory the service serves (its embeddings and graph give the "
+             "features); or --alias.")] = None,
+    alias: Annotated[str | None, typer.Option(
+        help="Train on the bundle of the registered model's version holding this alias (e.g. "
+             "champion); the new version carries the same bundle plus the uplift model.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Write the bundle with its uplift/ model here (default with --register: a "
+             "temporary directory, removed once registered).")] = None,
     config: Annotated[list[Path] | None, typer.Option("--config", "-c")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", "-s")] = None,
     store: Annotated[str | None, typer.Option(help="Event store URL (default: env "
@@ -42,17 +79,43 @@ def train(
                                                  "ending later are left out).")] = None,
     register: Annotated[bool, typer.Option(help="Log to MLflow and register the bundle as a "
                                                 "new model version.")] = True,
+    set_alias: Annotated[str | None, typer.Option(
+        "--set-alias", help="Give the new version this alias (e.g. challenger, for an "
+                            "experiment against the champion).")] = None,
 ) -> None:
     """Learn each treatment's incremental effect from the campaigns' exposures (pushed vs held
     out) and feedback; refuses data it cannot trust, with counts."""
+    import tempfile
+
+    from socialrec.training.cli import load_or_exit
+
+    if (bundle is None) == (alias is None):
+        console.print("[red]give exactly one of --bundle DIR and --alias NAME[/red]")
+        raise typer.Exit(2)
+    if out is None and not register:
+        console.print("[red]--no-register needs --out DIR (where the bundle is written)[/red]")
+        raise typer.Exit(2)
+    if set_alias is not None and not register:
+        console.print("[red]--set-alias needs --register[/red]")
+        raise typer.Exit(2)
+    cfg = load_or_exit(config, set_)
+    with tempfile.TemporaryDirectory(prefix="socialrec-uplift-") as tmp:
+        parent = None
+        if alias is not None:
+            bundle, parent = download_alias(cfg, alias, Path(tmp) / "parent")
+        assert bundle is not None
+        _train(cfg, bundle, out or Path(tmp) / "bundle", store, now, register, set_alias,
+               parent)
+
+
+def _train(cfg: dict, bundle: Path, out: Path, store: str | None, now: str | None,
+           register: bool, set_alias: str | None, parent: str | None) -> None:
     import mlflow
-    import numpy as np
 
     from socialrec.features.events import EventStore
     from socialrec.models.bundle import ModelBundle
     from socialrec.models.uplift_features import FeatureSource, fit_projection
     from socialrec.training import tracking
-    from socialrec.training.cli import load_or_exit
     from socialrec.training.config import format_names
     from socialrec.training.uplift import (
         NotEnoughEvidence,
@@ -60,11 +123,10 @@ def train(
         check_rows,
         features_for_rows,
         fit_uplift,
+        select_learner,
     )
-    from socialrec.training.uplift_bench import qini_auuc
     from socialrec.training.uplift_config import UpliftConfig
 
-    cfg = load_or_exit(config, set_)
     ucfg = UpliftConfig.model_validate(cfg["uplift"])
     url = store or os.environ.get("SOCIALREC_EVENT_STORE") or tracking.anchored_sqlite(
         cfg["serving"]["event_store"])
@@ -92,51 +154,45 @@ def train(
     src = FeatureSource(served.user_emb, served.item_emb, served.seen, served.purchases,
                         served.social)
     projection = fit_projection(served.user_emb, ucfg.n_components)
-    # Qini / AUUC on campaigns kept aside, then the model on every campaign
-    campaigns = rows.campaign.unique()
-    rng = np.random.default_rng(ucfg.seed)
-    held = set(rng.choice(campaigns, max(1, round(ucfg.validation_share * len(campaigns))),
-                          replace=False)) if len(campaigns) > 1 else set()
+    # the learner chosen by Qini on campaigns kept aside, then fitted on every campaign
     x = features_for_rows(src, rows, projection)
-    metrics: dict[str, float] = {}
-    in_val = rows.campaign.isin(held).to_numpy()
-    if held and in_val.any() and (~in_val).any():
-        val_model, _ = fit_uplift(x[~in_val], rows[~in_val], ucfg, projection)
-        conv = val_model.predict_effects(x[in_val])
-        val = rows[in_val]
-        for j, name in enumerate(val_model.treatment_names):
-            part = val.treatment.isin([name, "control"]).to_numpy()
-            frame = {"y": val.conversion.to_numpy()[part],
-                     "w": (val.treatment.to_numpy()[part] == name).astype(int),
-                     "uplift": conv[part, j], "random": rng.random(int(part.sum()))}
-            import pandas as pd
-
-            if frame["w"].min() != frame["w"].max():
-                qini, auuc = qini_auuc(pd.DataFrame(frame), "y", "w")
-                metrics[f"valid.qini.{name}"] = float(qini["uplift"])
-                metrics[f"valid.auuc.{name}"] = float(auuc["uplift"])
+    selection = select_learner(x, rows, ucfg, projection)
+    metrics = {f"valid.qini.{kind}.{t}": q for kind, per in selection.qini.items()
+               for t, q in per.items()}
     evidence_dict = {"rows": evidence.rows, "per_treatment": evidence.per_treatment,
                      "campaigns": evidence.campaigns, "open_windows": evidence.open_windows,
-                     **metrics}
-    model, _ = fit_uplift(x, rows, ucfg, projection, evidence_dict)
+                     "parent_version": parent,
+                     "selection": {"learner": selection.learner, "why": selection.note,
+                                   "validation_campaigns": selection.validation_campaigns,
+                                   "qini": selection.qini}}
+    model, _ = fit_uplift(x, rows, ucfg, projection, evidence_dict, learner=selection.learner)
     if out.resolve() != bundle.resolve():
         shutil.copytree(bundle, out, dirs_exist_ok=True)
+        shutil.rmtree(out / "uplift", ignore_errors=True)  # the parent's, if it had one
     model.save(out / "uplift")
-    console.print(f"{evidence.summary()}; uplift model -> {out / 'uplift'}")
+    console.print(f"{evidence.summary()}; learner {selection.learner} ({selection.note}); "
+                  f"uplift model -> {out / 'uplift'}")
     for name, value in metrics.items():
         console.print(f"{name}: {value:.4f}")
     if register:
-        names = format_names(cfg)
-        tracking.setup(cfg)
+        registered = format_names(cfg)["registered_model"]
+        client, _ = tracking.setup(cfg)
         with mlflow.start_run(run_name="uplift"):
-            mlflow.log_params({"uplift.learner": "T-learner/LightGBM",
-                               **{f"uplift.{k}": v for k, v in ucfg.model_dump().items()
-                                  if not isinstance(v, dict)}})
+            mlflow.log_params({**{f"uplift.{k}": v for k, v in ucfg.model_dump().items()
+                                  if not isinstance(v, dict)},
+                               "uplift.learner": selection.learner,
+                               "uplift.parent_version": parent or "dir"})
             mlflow.log_metrics({k.replace(".", "_"): v for k, v in metrics.items()}
                                | {"uplift_rows": evidence.rows})
             mlflow.log_artifacts(str(out / "uplift"), "uplift")
-            version = tracking.log_bundle(out, names["registered_model"])
-        console.print(f"registered {names['registered_model']} version {version}")
+            tags = {"uplift_learner": selection.learner}
+            if parent is not None:
+                tags["uplift_parent_version"] = parent
+            version = tracking.log_bundle(out, registered, tags)
+        console.print(f"registered {registered} version {version}")
+        if set_alias is not None:
+            client.set_registered_model_alias(registered, set_alias, version)
+            console.print(f"alias {set_alias} -> {registered} version {version}")
 
 
 @uplift_app.command()

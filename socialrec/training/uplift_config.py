@@ -3,9 +3,15 @@ service's own experiments, and the minimum evidence it needs (socialrec/training
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from socialrec.models.uplift import treatment_names_valid
+
+LearnerName = Literal["t", "x", "r", "dr"]
+#: The learners ``learner: auto`` chooses among (training/uplift.py ``LEARNERS``).
+CANDIDATES: tuple[LearnerName, ...] = ("t", "x", "r", "dr")
 
 
 class TreatmentConfig(BaseModel):
@@ -18,7 +24,7 @@ class TreatmentConfig(BaseModel):
 
 
 class LightGBMConfig(BaseModel):
-    """The base learner of the T-learner (LightGBM's scikit-learn parameters)."""
+    """A LightGBM base learner (LightGBM's scikit-learn parameters)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -48,7 +54,12 @@ class UpliftConfig(BaseModel):
     unsubscribe_cost: float = Field(ge=0.0)
     n_components: int = Field(ge=0)
     validation_share: float = Field(gt=0.0, lt=1.0)
-    lightgbm: LightGBMConfig = LightGBMConfig()
+    learner: Literal["auto", "t", "x", "r", "dr"] = "auto"
+    candidates: list[LearnerName] = Field(default_factory=lambda: list(CANDIDATES),
+                                          min_length=1)
+    lightgbm: LightGBMConfig = LightGBMConfig()  # outcome classifiers
+    effect_lightgbm: LightGBMConfig = LightGBMConfig(  # effect regressors (X, R, DR)
+        n_estimators=100, num_leaves=7, min_child_samples=1000)
     seed: int = 0
 
     @field_validator("treatments")

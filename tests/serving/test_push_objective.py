@@ -45,7 +45,7 @@ def uplift_bundle_dir(tmp_path_factory):
                 "mean_price": 10.0, "push_window_days": 30, "exploration": 0.0,
                 "treatments": [{"name": "push", "coupon": 0.0, "send_cost": 0.1},
                                {"name": "coupon", "coupon": 2.0, "send_cost": 0.1}]}
-    bundle.uplift = UpliftModel(manifest, models)
+    bundle.uplift = UpliftModel.from_arms(manifest, models)
     path = tmp_path_factory.mktemp("uplift") / "bundle"
     bundle.save(path)
     return path, bundle, suits[: len(bundle.users)]
@@ -140,3 +140,19 @@ def test_the_push_command_writes_the_same_allocation(uplift_bundle_dir, tmp_path
     assert len(frame) == 30 and set(frame.treatment) == {"push"}
     assert suits[bundle.users.to_index(frame.user_id)].all()
     assert frame.reason.str.startswith("push: expected").all()
+
+
+def test_a_campaign_over_several_or_new_products_is_allocated_by_uplift(svc):
+    r = svc.push_targets(PushRequest(item_ids=[f"i{ITEM}", "i8"], campaign_id="set",
+                                     objective="uplift", budget={"pushes": 30}))
+    assert r.objective == "uplift" and len(r.users) == 30 and r.item_id is None
+    assert set(r.user_items) <= {f"i{ITEM}", "i8"} and len(r.user_items) == 30
+    assert all(e > 0 for e in r.effects)  # the planted model: only users a push helps
+    assert svc.exposures.flush(600)
+    rows = EventStore(svc.settings.event_store).exposures()
+    mine = rows[rows.unit_id == "set"].set_index("user_id")
+    assert mine.item_id.loc[r.users].tolist() == r.user_items  # each user's own product
+    new = svc.push_targets(PushRequest(item_id="brand-new", item_category="c0",
+                                       objective="uplift", budget={"pushes": 10}))
+    assert new.objective == "uplift" and new.new_items == {"brand-new": "category"}
+    assert len(new.users) == 10 and new.item_id == "brand-new"

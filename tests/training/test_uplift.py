@@ -1,5 +1,6 @@
-"""Uplift learning: a planted effect is recovered, the saved model scores as causalml does, and
-data that cannot support a model is refused with counts."""
+"""Uplift learning: a planted effect is recovered, the saved model scores as causalml does (T-, X-,
+R- and DR-learners), the learner is chosen on held-out campaigns, and data that cannot support a
+model is refused with counts."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from socialrec.training.uplift import (
     campaign_rows,
     check_rows,
     fit_uplift,
+    select_learner,
+    treated_shares,
 )
 from socialrec.training.uplift_config import LightGBMConfig, TreatmentConfig, UpliftConfig
 
@@ -82,6 +85,62 @@ def test_margin_and_costs_follow_their_definitions(planted):
     costs = model.costs(e.p_treated, money=True)
     assert np.allclose(costs, 0.1 + coupons * e.p_treated)
     assert (model.costs(e.p_treated, money=False) == 1).all()
+
+
+SMALL = LightGBMConfig(n_estimators=60, min_child_samples=50, num_leaves=4)
+
+
+def _planted_campaigns(n: int, seed: int, campaigns: int = 5) -> tuple[np.ndarray, pd.DataFrame]:
+    """As ``planted``, over ``campaigns`` campaigns: push +0.3 where x0 > 0, coupon +0.5 where
+    x1 > 0."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 7)).astype(np.float32)
+    treatment = rng.choice(["control", "push", "coupon"], n, p=[0.3, 0.5, 0.2])
+    p = 0.1 + np.where((treatment == "push") & (x[:, 0] > 0), 0.3, 0.0) \
+        + np.where((treatment == "coupon") & (x[:, 1] > 0), 0.5, 0.0)
+    rows = pd.DataFrame({"campaign": rng.integers(0, campaigns, n), "treatment": treatment,
+                         "conversion": (rng.random(n) < p).astype(int), "revenue": 10.0,
+                         "unsubscribe": (rng.random(n) < 0.03).astype(int)})
+    return x, rows
+
+
+@pytest.mark.parametrize("kind", ["x", "r", "dr"])
+def test_each_learner_recovers_the_effect_and_scores_as_causalml_does(kind, tmp_path):
+    x, rows = _planted_campaigns(6000, seed=1)
+    cfg = config(effect_lightgbm=SMALL)
+    model, learners = fit_uplift(x, rows, cfg, np.zeros((0, 0), dtype=np.float32), learner=kind)
+    library = learners["conversion"]
+    if kind == "x":  # the X-learner weighs its two effect models by the treated share
+        shares = treated_shares(rows.treatment.to_numpy(), list(cfg.treatments))
+        expected = library.predict(x[:300], p={t: np.full(300, v) for t, v in shares.items()})
+    else:
+        expected = library.predict(x[:300])
+    order = [list(library.t_groups).index(t) for t in model.treatment_names]
+    loaded = UpliftModel.load(model.save(tmp_path / "uplift"))
+    assert loaded.manifest["learner"] == kind
+    assert np.allclose(loaded.predict_effects(x[:300]), np.asarray(expected)[:, order],
+                       atol=1e-9)
+    tau = loaded.predict_effects(x)
+    push, coupon = model.treatment_names.index("push"), model.treatment_names.index("coupon")
+    assert tau[x[:, 0] > 0, push].mean() - tau[x[:, 0] <= 0, push].mean() > 0.15
+    assert tau[x[:, 1] > 0, coupon].mean() - tau[x[:, 1] <= 0, coupon].mean() > 0.25
+    p0, pt = loaded.probabilities("conversion", x[:300])
+    assert ((pt >= 0) & (pt <= 1)).all() and p0.mean() == pytest.approx(0.1, abs=0.04)
+
+
+def test_auto_chooses_the_learner_by_qini_on_held_out_campaigns():
+    x, rows = _planted_campaigns(8000, seed=2)
+    cfg = config(learner="auto", candidates=["t", "x"], validation_share=0.4,
+                 effect_lightgbm=SMALL)
+    selection = select_learner(x, rows, cfg, np.zeros((0, 0), dtype=np.float32))
+    assert len(selection.validation_campaigns) == 2
+    assert set(selection.qini) == {"t", "x"}
+    assert all(set(q) == {"push", "coupon"} for q in selection.qini.values())
+    assert all(v > 0.2 for q in selection.qini.values() for v in q.values())  # planted: found
+    assert selection.learner == max(selection.qini, key=selection.score)
+    fixed = select_learner(x, rows, config(learner="t", effect_lightgbm=SMALL),
+                           np.zeros((0, 0), dtype=np.float32))
+    assert fixed.learner == "t" and set(fixed.qini) == {"t"}
 
 
 def _events(n_campaigns: int = 2, users: int = 120, held_every: int = 4):
