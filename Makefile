@@ -7,9 +7,14 @@ FIND_LINKS ?= $(or $(PIP_FIND_LINKS),/opt/wheels)
 UV_FLAGS := $(if $(wildcard $(FIND_LINKS)),--find-links $(FIND_LINKS))
 PORT ?= 3000
 DEMO_CONFIG ?= configs/synthetic.yaml
+# The MLflow tracking server (make mlflow-server): PostgreSQL backend store, served artifacts.
+MLFLOW_PORT ?= 5000
+MLFLOW_BACKEND ?= postgresql+psycopg://postgres@127.0.0.1:5432/mlflow
+MLFLOW_ARTIFACTS ?= mlartifacts
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install demo train serve serve-bg stop test check lint imports typecheck bench clean
+.PHONY: install demo train serve serve-bg stop test check lint imports typecheck bench clean \
+	mlflow-server bento
 
 install: $(VENV)/.installed
 
@@ -66,6 +71,17 @@ imports: install
 
 typecheck: install
 	$(VENV)/bin/mypy
+
+# Runs in the foreground; ready when `curl -sf http://127.0.0.1:$(MLFLOW_PORT)/health` answers OK.
+# Creates the database if missing. Train, promote and serve through it with
+# MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT).
+mlflow-server: install
+	$(VENV)/bin/socialrec mlflow-server --backend-store-uri $(MLFLOW_BACKEND) \
+	  --artifacts-destination $(MLFLOW_ARTIFACTS) --port $(MLFLOW_PORT)
+
+# A Bento serving the registry's champion (packed into it); BENTOML_HOME says where it is stored.
+bento: install
+	$(VENV)/bin/socialrec bento build --config $(DEMO_CONFIG)
 
 bench: install
 	$(PY) -m bench.serving

@@ -139,7 +139,7 @@ def main() -> None:
                         if us != us:  # NaN: the writer process writes unprefixed tables only
                             continue
                         rows.append(f"| {name} | {n:,} | {path} | {us:.2f} | {1e6 / us:,.0f} | "
-                                    f"{1e6 / us / 10_000:.0f} | {old / us:.1f}x | "
+                                    f"{1e6 / us / 10_000:.1f} | {old / us:.1f}x | "
                                     f"{os.getloadavg()[0]:.1f} |")
                     print(rows[-3] if through == through else rows[-2], flush=True)
             finally:

@@ -3,7 +3,9 @@
 - training/cli.py: ``train``, ``promote``, ``benchmark``, ``tune``, ``data describe``;
 - evaluation/cli.py: ``ab report``, ``ab simulate``;
 - here: ``serve``, ``push`` and ``demo``, which read a training config and run the service's code
-  (serving/), so they live in the one module allowed to import both.
+  (serving/), so they live in the one module allowed to import both; ``bento pack`` / ``bento
+  build`` (the service's Bento around the registry's champion) and ``mlflow-server`` (the tracking
+  server on PostgreSQL), the production path.
 """
 
 from __future__ import annotations
@@ -272,6 +274,84 @@ def demo(
             response = client.post(path, json=body)
             console.rule(f"POST {path} {json.dumps(body)} -> {response.status_code}")
             console.print_json(response.text)
+
+
+bento_app = typer.Typer(
+    help="The service's Bento (bentofile.yaml), serving the registry's champion packed into it.",
+    no_args_is_help=True,
+)
+app.add_typer(bento_app, name="bento")
+
+AliasOpt = Annotated[
+    str | None, typer.Option(help="Registry alias to pack (default serving.alias).")
+]
+
+
+def _pack(cfg: dict, alias: str | None):  # -> the stored BentoML model
+    from socialrec.serving.bento_build import PackError, pack
+    from socialrec.serving.loader import RegistrySource
+
+    source = RegistrySource(cfg["serving"]["model"], tracking.tracking_uri(cfg))
+    try:
+        return pack(source, alias or cfg["serving"]["alias"])
+    except PackError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+
+
+@bento_app.command("pack")
+def bento_pack(config: ConfigOpt = None, set_: SetOpt = None, alias: AliasOpt = None) -> None:
+    """Copy the bundle of serving.model@alias into BentoML's model store (socialrec-bundle),
+    for a later `bentoml build` (BENTOML_HOME says where the store is)."""
+    model = _pack(load_or_exit(config, set_), alias)
+    meta = model.info.metadata
+    console.print(f"packed {meta['registered_model']}/{meta['version']} as {model.tag}; build "
+                  f"with: bentoml build --arg model={model.tag}")
+
+
+@bento_app.command("build")
+def bento_build(config: ConfigOpt = None, set_: SetOpt = None, alias: AliasOpt = None) -> None:
+    """Pack serving.model@alias (as `bento pack`) and build bentofile.yaml around it."""
+    from socialrec.serving.bento_build import build
+
+    model = _pack(load_or_exit(config, set_), alias)
+    bento = build(str(model.tag), project_dir())
+    meta = model.info.metadata
+    console.print(f"built Bento {bento.tag} serving {meta['registered_model']}/"
+                  f"{meta['version']} (model {model.tag})")
+    console.print(f"serve it: bentoml serve {bento.tag}; image: bentoml containerize {bento.tag}")
+
+
+@app.command(
+    "mlflow-server",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def mlflow_server(
+    ctx: typer.Context,
+    backend_store_uri: Annotated[
+        str, typer.Option(help="SQLAlchemy URL of the backend store (created if missing).")
+    ] = "postgresql+psycopg://postgres@127.0.0.1:5432/mlflow",
+    artifacts_destination: Annotated[
+        str, typer.Option(help="Where the server keeps the artifacts it serves (dir or URI).")
+    ] = "mlartifacts",
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 5000,
+    workers: Annotated[int, typer.Option(help="Server worker processes.")] = 1,
+) -> None:
+    """Run the MLflow tracking server on PostgreSQL with served artifacts (readiness: GET
+    /health). Options after the known ones go to `mlflow server` (e.g. --allowed-hosts)."""
+    from socialrec.training.tracking_server import ensure_database, server_command
+
+    if ensure_database(backend_store_uri):
+        console.print(f"created the database of {backend_store_uri}")
+    artifacts = artifacts_destination
+    if "://" not in artifacts and not Path(artifacts).is_absolute():
+        artifacts = str(project_dir() / artifacts)
+    command = server_command(backend_store_uri, artifacts, host, port, workers, ctx.args)
+    # tracking and the registry only: MLflow's job runner (GenAI jobs) is off unless asked for
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.execv(command[0], command)  # the server takes this process: signals reach it directly
 
 
 def main() -> None:  # pragma: no cover

@@ -35,10 +35,18 @@ def tracking_uri(config: dict[str, Any]) -> str:
     return anchored_sqlite(config["tracking"]["uri"])
 
 
-def artifact_location(config: dict[str, Any]) -> str:
-    root = Path(config["tracking"]["artifact_root"])
-    if "://" in str(config["tracking"]["artifact_root"]):
-        return str(config["tracking"]["artifact_root"])
+def artifact_location(config: dict[str, Any]) -> str | None:
+    """Where new experiments keep their artifacts: ``tracking.artifact_root`` as a URI. None with
+    a tracking server (an http(s) URI) and a local artifact root: the server's own served
+    artifact store (``mlflow server --artifacts-destination``) keeps them, so clients upload and
+    download through it (training/tracking_server.py); a root with a scheme (``s3://``) is used
+    as given."""
+    configured = str(config["tracking"]["artifact_root"])
+    if "://" in configured:
+        return configured
+    if tracking_uri(config).startswith(("http://", "https://")):
+        return None
+    root = Path(configured)
     return (root if root.is_absolute() else project_dir() / root).resolve().as_uri()
 
 
@@ -51,8 +59,9 @@ def setup(config: dict[str, Any]) -> tuple[MlflowClient, str]:
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
+        root = artifact_location(config)
         experiment_id = client.create_experiment(
-            name, artifact_location=f"{artifact_location(config)}/{name}"
+            name, artifact_location=None if root is None else f"{root}/{name}"
         )
     else:
         experiment_id = experiment.experiment_id
