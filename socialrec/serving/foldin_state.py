@@ -210,7 +210,8 @@ class FoldIns:
                  settings: FoldInSettings | None = None) -> None:
         self.settings = settings or FoldInSettings.from_env()
         self._models, self._store = models, store
-        self._states: dict[str, ModelSignals] = {}  # model version -> its state
+        self._states: dict[str, ModelSignals] = {}  # model version -> its state, once built
+        self._building: dict[str, ModelSignals] = {}  # being built: observe() feeds them too
         self._build_lock = threading.Lock()
         self._friends: dict[str, set[str]] = {}
         self._pending_joins: dict[str, tuple[set[str], float]] = {}  # request -> joiners, since
@@ -224,7 +225,7 @@ class FoldIns:
 
     def signals(self, model: LoadedModel) -> ModelSignals:
         """The state of ``model``'s version, built from the store the first time it is asked
-        for (a request waits for it; the background thread usually has built it already)."""
+        for (a request waits for the build; the background thread usually has done it)."""
         state = self._states.get(model.version)
         if state is not None:
             return state
@@ -232,6 +233,8 @@ class FoldIns:
             state = self._states.get(model.version)
             if state is None:
                 state = self._build(model)
+                self._states[model.version] = state
+                self._building.pop(model.version, None)
         return state
 
     def friends(self, user_id: str) -> set[str]:
@@ -251,7 +254,7 @@ class FoldIns:
         if not events:
             return
         frame = feedback_frame(events)
-        for state in list(self._states.values()):
+        for state in [*self._states.values(), *self._building.values()]:
             state.ingest(frame)
         self._note_joins(frame)
 
@@ -278,10 +281,11 @@ class FoldIns:
 
     def _build(self, model: LoadedModel) -> ModelSignals:
         """A new version's state from the store's window (caller holds ``_build_lock``). The
-        state is registered before the read, so an event committed meanwhile is either in the
-        read or handed over by :meth:`observe` (counted once either way)."""
+        state is put among those being built before the read, so an event committed meanwhile
+        is either in the read or handed over by :meth:`observe` (counted once either way);
+        requests see it once it is complete."""
         state = ModelSignals(model.bundle, self.settings.prior_users, self.settings.rule)
-        self._states[model.version] = state
+        self._building[model.version] = state
         store = self._store()
         if store is None:
             return state

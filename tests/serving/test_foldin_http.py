@@ -53,8 +53,6 @@ def test_a_launched_product_is_pushed_within_seconds_of_its_feedback(start_serve
     r = httpx.post(f"{first.url}/feedback", json=launch_feedback("launch-b", ["u4", "u5"]))
     assert r.status_code == 200
     other, _ = first_foldin_push(second.url, "launch-b", started)
-    status = httpx.get(f"{second.url}/status").json()
-    assert next(iter(status["foldin"]["models"].values()))["new_items"] == 2
     print(f"\nfirst targeted push after the launch's first feedback: {same:.3f} s on the "
           f"replica that took it, {other:.3f} s on another (poll every 1 s)")
     assert same < WITHIN_SECONDS and other < WITHIN_SECONDS
