@@ -79,7 +79,9 @@ def trained(config_file: Path, workdir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def bundle(trained, workdir: Path) -> ModelBundle:
-    mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlruns.db")
+    uri = f"sqlite:///{workdir}/mlruns.db"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # an earlier test in this process may have set another
     local = mlflow.artifacts.download_artifacts(
         "models:/socialrec-tiny@champion", dst_path=str(workdir / "download")
     )
@@ -115,7 +117,9 @@ def test_bundle_is_the_registered_champion(bundle):
     assert bundle.meta["model_name"] == "socialgnn"
     assert bundle.meta["dataset"] == "tiny"
     assert bundle.user_index is not None and bundle.item_index is not None
-    assert bundle.user_emb.shape == (len(bundle.users), 16)
+    # 16 dimensions and the push calibration's column (socialgnn's default calibration: activity)
+    assert bundle.user_emb.shape == (len(bundle.users), 17)
+    assert bundle.item_emb.shape == (len(bundle.items), 17)
 
 
 def test_push_never_targets_buyers(server, bundle):

@@ -37,7 +37,7 @@ class BlendConfig(ModelConfig):
         None, ge=0.0, le=1.0, description="weight w of the second model's scaled scores; null: "
                                           "chosen on validation among weights")
     weights: list[float] = Field(
-        [0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 1.0], min_length=1,
+        [0.0, 0.25, 0.5, 0.75, 1.0], min_length=1,
         description="the weights tried on validation (the objective of model.early_stop_metric)")
     pairs: int = Field(100_000, gt=0, description="random (user, item) pairs that measure each "
                                                   "model's score spread")

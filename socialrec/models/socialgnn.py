@@ -85,9 +85,10 @@ class SocialGNNConfig(ModelConfig):
         0, ge=0, description="push_weight > 0: 0 = every user; n > 0 = n uniformly sampled users "
                              "per step (many users)")
     calibration: Literal["none", "activity"] = Field(
-        "none", description="softmax: activity = serve tau * (log P(i|u) + log(1 + n_u)) (n_u: the "
-                            "user's training items) so that a push ranks users by how likely "
-                            "they are to act; item rankings of a user are unchanged")
+        "activity", description="softmax: activity = serve tau * (log P(i|u) + log(1 + n_u)) "
+                                "(n_u: the user's training items) so that a push ranks users by "
+                                "how likely they are to act; item rankings of a user are "
+                                "unchanged. Other losses' scores are served as they are")
     users_per_step: int = Field(
         256, description="softmax, ials: users per step (each with all its training positives)")
     confidence_alpha: float = Field(
@@ -138,8 +139,6 @@ class SocialGNNConfig(ModelConfig):
         for name in ("item_bias", "push_weight"):
             if getattr(self, name) and self.loss != "softmax":
                 raise ValueError(f"{name} needs loss 'softmax', got {self.loss!r}")
-        if self.calibration != "none" and self.loss != "softmax":
-            raise ValueError(f"calibration needs loss 'softmax', got {self.loss!r}")
         return self
 
 
@@ -387,7 +386,7 @@ class SocialGNNRecommender(Recommender):
         # as in ALS. On Epinions' temporal split 26 % of the catalogue is such items.
         items[self._unseen_items, :dim] = 0.0
         users = u.numpy().astype(np.float32)
-        if self.config.calibration == "activity":
+        if self.config.calibration == "activity" and self.config.loss == "softmax":
             users, items = calibrate_for_push(users, items, self._log_activity, t)
         return users, items
 
