@@ -122,7 +122,7 @@ class Registry:
     bundles: list[ModelBundle]
 
     def client(self):
-        return mlflow.MlflowClient(tracking_uri=self.uri)
+        return mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
     def set_alias(self, alias: str, version: str) -> None:
         self.client().set_registered_model_alias(self.name, alias, version)

@@ -230,7 +230,8 @@ def _socialrec(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
 def _registered(tmp_path: Path) -> tuple[list, list]:
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns.db")
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     versions = client.search_model_versions("name='socialrec-tiny'")
     return runs, versions
