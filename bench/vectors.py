@@ -171,11 +171,11 @@ def describe_index(index: faiss.Index) -> str:
         return (f"HNSW M={index.hnsw.nb_neighbors(1)}, efSearch {index.hnsw.efSearch} "  # type: ignore[attr-defined]
                 "(>= k per call)")
     if kind(index) == "ivfpq":
-        ivf = faiss.extract_index_ivf(index)
-        assert isinstance(ivf, faiss.IndexIVFPQ)
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+        pq = getattr(ivf, "pq", None)
         factor = getattr(index, "k_factor", 1)
-        return (f"IVF{ivf.nlist}-PQ{ivf.pq.M}, nprobe {ivf.nprobe} (more for large k), "
-                f"re-ranked x{factor:g} with SQ8")
+        return (f"{type(ivf).__name__} nlist {ivf.nlist}, PQ M={getattr(pq, 'M', '?')}, "
+                f"nprobe {ivf.nprobe} (more for large k), re-ranked x{factor:g}")
     return "IndexFlatIP"
 
 

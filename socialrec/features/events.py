@@ -74,6 +74,8 @@ CONTROL, PUSH = "control", "push"
 # SQLite allows 32766 host parameters per statement; PostgreSQL 65535. 1000 is safe everywhere
 # and still few round trips for the frequency cap's 10k ids.
 _IN_CHUNK = 1000
+#: From this many ids on, EventStore.unsubscribed reads the opt-out list first.
+_LIST_ALL_FROM = 1000
 _LOCK_RETRIES = 8
 
 
@@ -193,6 +195,8 @@ def _tables(metadata: sa.MetaData, prefix: str) -> tuple[sa.Table, sa.Table]:
         sa.Index(f"ix_{prefix}feedback_request_id", "request_id"),
         sa.Index(f"ix_{prefix}feedback_user_ts", "user_id", "ts"),
         sa.Index(f"ix_{prefix}feedback_ts", "ts"),
+        # the push rules' opt-out list read from the index alone (EventStore.unsubscribed)
+        sa.Index(f"ix_{prefix}feedback_event_user", "event", "user_id"),
     )
     return exposures, feedback
 
@@ -236,6 +240,14 @@ class EventStore:
         # Two workers starting at once may both try to create the tables.
         self._retry(lambda: self.metadata.create_all(self.engine))
         self._retry(self._add_missing_columns)
+        self._retry(self._add_missing_indexes)
+
+    def _add_missing_indexes(self) -> None:
+        """Create the indexes a store created by an older release lacks (create_all adds
+        missing tables only)."""
+        for table in (self.exposures_table, self.feedback_table):
+            for index in table.indexes:
+                index.create(self.engine, checkfirst=True)
 
     def _add_missing_columns(self) -> None:
         """Add the exposure columns a store created by an older release lacks."""
@@ -374,14 +386,33 @@ class EventStore:
 
     def unsubscribed(self, user_ids: list[str], until: datetime | None = None) -> set[str]:
         """Those of ``user_ids`` who sent an ``unsubscribe`` feedback event (before ``until``,
-        default: ever): the push opt-outs the rules honour from then on."""
+        default: ever): the push opt-outs the rules honour from then on.
+
+        A long list (a campaign-sized push) is first answered by reading every opt-out from
+        the (event, user_id) index, at most ``len(user_ids)`` of them: one index range instead
+        of one probe per id (k=10,000 on SQLite: 21 ms -> well under 1 ms with few opt-outs).
+        Only where the store holds more opt-outs than that are the ids looked up one by one."""
         if not user_ids:
             return set()
+        if len(user_ids) >= _LIST_ALL_FROM:
+            everyone = self._all_unsubscribed(len(user_ids) + 1, until)
+            if len(everyone) <= len(user_ids):
+                return everyone.intersection(user_ids)
         ids: Any = json.dumps(list(user_ids)) if self.is_sqlite else list(user_ids)
         params = {"ids": ids} if until is None else {"ids": ids, "until": _utc(until, "until")}
         with self.engine.connect() as conn:
             return {u for (u,) in conn.execute(self._unsubscribed_query(until is not None),
                                                params)}
+
+    def _all_unsubscribed(self, limit: int, until: datetime | None) -> set[str]:
+        """Every user who sent an ``unsubscribe`` (before ``until``), at most ``limit``."""
+        t = self.feedback_table
+        query = (sa.select(t.c.user_id).distinct().where(t.c.event == "unsubscribe")
+                 .limit(limit))
+        if until is not None:
+            query = query.where(t.c.ts < _utc(until, "until"))
+        with self.engine.connect() as conn:
+            return {u for (u,) in conn.execute(query)}
 
     def _unsubscribed_query(self, with_until: bool) -> sa.Select[Any]:
         """:meth:`unsubscribed`'s statement, built once per store: every push asks

@@ -268,6 +268,21 @@ def test_unsubscribed_names_the_users_who_opted_out_by_feedback(store):
     assert store.unsubscribed(["u1", "u3"], until=T0 + timedelta(minutes=5)) == {"u1"}
 
 
+@pytest.mark.parametrize("opted_out", [300, 2500])
+def test_a_campaign_sized_list_gets_the_same_opt_outs(store, opted_out):
+    """From 1,000 ids on, the opt-out list is read first; with more opt-outs in the store than
+    ids asked about, the ids are looked up one by one: the same answer either way."""
+    store.log_feedback([feedback(i, i % 60, "unsubscribe" if i % 2 else "click")
+                        for i in range(2 * opted_out)])
+    asked = [f"u{i}" for i in range(0, 4000, 3)]  # 1,334 ids, half of them never seen
+    want = {u for u in asked if int(u[1:]) % 2 and int(u[1:]) < 2 * opted_out}
+    assert store.unsubscribed(asked) == want
+    assert store.unsubscribed(asked[:999]) == want.intersection(asked[:999])
+    until = T0 + timedelta(minutes=30)
+    assert store.unsubscribed(asked, until=until) == {
+        u for u in want if int(u[1:]) % 60 < 30}
+
+
 def test_bulk_exposure_rows_lose_nothing_and_keep_their_order_and_values(store):
     """log_exposure_rows (COPY on PostgreSQL, executemany on SQLite): every row of every call,
     ids increasing in the order given, each value as given (a ts in another zone stored as UTC)."""
