@@ -18,6 +18,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+#: Up to this many ids, :meth:`IdMap.to_index` looks each up in a dict.
+DICT_LOOKUP_MAX = 64
+
 
 def as_strings(ids: Iterable[object]) -> pa.Array:
     """``ids`` as an Arrow string array: pandas, numpy and Arrow inputs are converted without a
@@ -97,10 +100,22 @@ class IdMap:
         return self._dict().get(str(key))
 
     def to_index(self, ids: Iterable[object], missing: int | None = None) -> np.ndarray:
-        """Index of each id; unknown ids raise ``KeyError`` unless ``missing`` gives their value."""
+        """Index of each id; unknown ids raise ``KeyError`` unless ``missing`` gives their value.
+
+        A few ids (a request's, up to :data:`DICT_LOOKUP_MAX`) are looked up in the dict
+        :meth:`get` uses: encoding them against every known id would cost a pass over all of
+        them per request (0.3 ms at 20,000 ids, seconds at 10M)."""
         values = as_strings(ids)
-        codes = self._codes(values)
-        unknown = codes >= len(self)
+        if len(values) <= DICT_LOOKUP_MAX:
+            if values.null_count:
+                raise ValueError(f"an id is missing (null) at position {_first_null(values)}")
+            lookup = self._dict()
+            codes = np.fromiter((lookup.get(v, -1) for v in values.to_pylist()),
+                                dtype=np.int64, count=len(values))
+            unknown = codes < 0
+        else:
+            codes = self._codes(values)
+            unknown = codes >= len(self)
         if unknown.any():
             if missing is None:
                 raise KeyError(values[int(np.argmax(unknown))].as_py())

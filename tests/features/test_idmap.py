@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from socialrec.features.idmap import IdMap
+from socialrec.features.idmap import DICT_LOOKUP_MAX, IdMap
 
 
 def test_ids_are_numbered_in_order_of_first_appearance_and_never_renumbered():
@@ -64,3 +64,22 @@ def test_a_million_ids_without_a_python_loop():
     m = IdMap(ids)
     queries = ids.take(pa.array(np.arange(999_999, -1, -1)))
     assert (m.to_index(queries) == np.arange(999_999, -1, -1)).all()
+
+
+def test_a_few_ids_and_many_get_the_same_indexes():
+    """Up to DICT_LOOKUP_MAX ids go through the dict, more through one Arrow encoding: the same
+    answers, unknown ids included, whichever path a list takes."""
+    m = IdMap(f"u{i}" for i in range(500))
+    asked = [f"u{i}" for i in range(0, 1000, 7)]  # half unknown
+    many = m.to_index(asked, missing=-1)
+    few = np.concatenate([m.to_index(asked[i:i + 10], missing=-1)
+                          for i in range(0, len(asked), 10)])
+    assert len(asked) > DICT_LOOKUP_MAX >= 10
+    assert np.array_equal(many, few)
+    assert np.array_equal(many, [int(u[1:]) if int(u[1:]) < 500 else -1 for u in asked])
+    with pytest.raises(KeyError, match="u700"):
+        m.to_index(["u1", "u700"])
+    m.add(["u700"])
+    assert m.to_index(["u700"]).tolist() == [500]
+    with pytest.raises(ValueError, match="position 1"):
+        m.to_index(pa.array(["u1", None]))
