@@ -37,7 +37,14 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from socialrec.models.index import IndexConfig, build_index, exact_topk, kind, recall_at
+from socialrec.models.index import (
+    IndexConfig,
+    build_index,
+    exact_topk,
+    kind,
+    raise_nprobe,
+    recall_at,
+)
 from socialrec.serving.retrieval import search
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -127,7 +134,8 @@ def run_size(n: int, args: argparse.Namespace, world: World, hnsw_rate: list[flo
     queries = {"recall100": world.vectors(args.recall_queries, rng),
                f"recall{big}": world.vectors(args.recall_queries // 10, rng),
                "timed100": world.vectors(args.timed_queries, rng),
-               f"timed{big}": world.vectors(args.timed_queries // 2, rng)}
+               f"timed{big}": world.vectors(args.timed_queries // 2, rng),
+               "tune": world.vectors(args.recall_queries, rng)}  # nprobe's, not measured on
     truth = {100: exact_topk(users, queries["recall100"], 100),
              big: exact_topk(users, queries[f"recall{big}"], big)}
     print(f"{n:,} users: vectors and exact top-k in {time.perf_counter() - t:.0f} s "
@@ -146,6 +154,10 @@ def run_size(n: int, args: argparse.Namespace, world: World, hnsw_rate: list[flo
                              approximate="hnsw" if name == "hnsw" else "ivfpq")
         t = time.perf_counter()
         index = build_index(users, config, seed=args.seed)
+        # as build_indexes does: nprobe doubled until recall@100 reaches the floor (on queries
+        # of their own, not the ones the recall below is measured on)
+        raise_nprobe(index, users, queries["tune"], config.min_recall, len(queries["tune"]),
+                     args.seed)
         row.build_s = time.perf_counter() - t
         if name == "hnsw":
             hnsw_rate.append(n / row.build_s)

@@ -78,3 +78,18 @@ def test_an_index_below_the_recall_floor_is_refused():
     assert (b.user_index, b.meta["index"]) == before  # the bundle keeps what it had
     build_indexes(b, poor.model_copy(update={"min_recall": 0.0}))  # a floor of 0 accepts it
     assert b.meta["index"]["user"]["recall_at_100"] < 0.95
+
+
+def test_too_few_cells_scanned_are_raised_until_the_recall_floor_is_met():
+    """ivf_nprobe is a lower bound: a build that starts from 1 of 64 cells (of ~310 users each,
+    so a k=100 search would scan 3) doubles it, saved with the index, until the measured recall
+    reaches min_recall; one doubling fewer is below it."""
+    b = random_bundle(n_users=20000, n_items=300, dim=16, seed=5, shares=False)
+    build_indexes(b, IndexConfig(exact_threshold=1000, ivf_lists=64, pq_bytes=8, ivf_nprobe=1))
+    user = b.meta["index"]["user"]
+    nprobe = user["ivf_nprobe"]
+    assert nprobe > 1 and nprobe & (nprobe - 1) == 0 and user["recall_at_100"] >= 0.95
+    ivf = faiss.downcast_index(b.user_index.base_index)
+    ivf.nprobe = nprobe // 2
+    queries = b.item_emb[np.sort(np.random.default_rng(0).choice(300, 200, replace=False))]
+    assert recall_at(b.user_index, b.user_emb, queries) < 0.95
