@@ -151,7 +151,8 @@ def run_size(n: int, args: argparse.Namespace, world: World, hnsw_rate: list[flo
                         if hnsw_rate else f"not built (build rate {rate})")
             continue
         config = IndexConfig(exact_threshold=n if name == "exact" else 0,
-                             approximate="hnsw" if name == "hnsw" else "ivfpq")
+                             approximate="hnsw" if name == "hnsw" else "ivfpq",
+                             refine_factor=args.refine_factor, pq_bytes=args.pq_bytes)
         t = time.perf_counter()
         index = build_index(users, config, seed=args.seed)
         # as build_indexes does: nprobe doubled until recall@100 reaches the floor (on queries
@@ -231,6 +232,10 @@ def main() -> None:
                     help="IVF-PQ: also measure these nprobe on the same index")
     ap.add_argument("--hnsw-max-users", type=int, default=2_000_000,
                     help="skip HNSW above this size (its build time grows past an hour)")
+    ap.add_argument("--refine-factor", type=int, default=IndexConfig().refine_factor,
+                    help="IVF-PQ: candidates re-ranked per result (index.refine_factor)")
+    ap.add_argument("--pq-bytes", type=int, default=IndexConfig().pq_bytes,
+                    help="IVF-PQ: code bytes per vector (index.pq_bytes)")
     ap.add_argument("--recall-queries", type=int, default=200)
     ap.add_argument("--timed-queries", type=int, default=100,
                     help="queries timed per k (k=10,000: half as many)")
