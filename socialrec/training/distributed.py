@@ -326,7 +326,7 @@ class RankRuntime(FitRuntime):
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.settings.run_dir / "fit.pt"
+        return self.settings.run_dir / "fit.npz"
 
     # the graph
     def adjacency(self, build: Callable[[], Tensor]) -> Tensor:
@@ -397,7 +397,7 @@ class RankRuntime(FitRuntime):
         path = self.checkpoint_path
         if not path.exists():
             return None
-        saved = torch.load(path, weights_only=True)
+        saved = load_checkpoint(path)
         if saved["fingerprint"] != self.settings.fingerprint:
             raise DistributedError(f"{path} was written by another config or dataset; remove it")
         module.load_state_dict(saved["module"])
@@ -435,13 +435,53 @@ class RankRuntime(FitRuntime):
         path = self.checkpoint_path
         tmp = path.with_name(path.name + ".tmp")
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(saved, tmp)
+        save_checkpoint(saved, tmp)
         os.replace(tmp, path)
 
     def finished(self) -> None:
         dist.barrier()  # nobody reads the shared graph any more
         if self.main:
             shutil.rmtree(self.settings.run_dir, ignore_errors=True)
+
+
+def save_checkpoint(saved: dict[str, Any], path: Path) -> None:
+    """``saved`` (nested dicts, lists and scalars with tensors among them: a state_dict, an
+    optimizer's, the RNG state) as one .npz without pickle: each tensor an array, the structure
+    JSON in the entry ``__structure__`` (dict keys kept with their type: optimizer state is keyed
+    by int)."""
+    arrays: dict[str, np.ndarray] = {}
+
+    def encode(value: Any) -> Any:
+        if isinstance(value, Tensor):
+            name = f"t{len(arrays)}"
+            arrays[name] = value.detach().cpu().numpy()
+            return {"tensor": name}
+        if isinstance(value, dict):
+            return {"dict": [[k, encode(v)] for k, v in value.items()]}
+        if isinstance(value, list | tuple):
+            return {"list": [encode(v) for v in value]}
+        return {"value": value}
+
+    structure = json.dumps(encode(saved))
+    with open(path, "wb") as f:
+        np.savez(f, __structure__=np.frombuffer(structure.encode(), dtype=np.uint8), **arrays)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """What :func:`save_checkpoint` wrote (``allow_pickle=False``)."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+
+    def decode(node: dict[str, Any]) -> Any:
+        if "tensor" in node:
+            return torch.from_numpy(arrays[node["tensor"]].copy())
+        if "dict" in node:
+            return {k: decode(v) for k, v in node["dict"]}
+        if "list" in node:
+            return [decode(v) for v in node["list"]]
+        return node["value"]
+
+    return decode(json.loads(arrays.pop("__structure__").tobytes().decode()))
 
 
 def _history_from(saved: dict[str, Any]) -> FitHistory:

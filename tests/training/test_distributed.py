@@ -268,3 +268,27 @@ def test_a_failing_rank_leaves_no_model(tmp_path):
     runs, versions = _registered(tmp_path)
     assert versions == [] and not (tmp_path / "bundle").exists()
     assert all(run.info.status != "FINISHED" for run in runs)
+
+
+def test_a_checkpoint_round_trips_without_pickle(tmp_path):
+    """Module, Adam state (keyed by int), RNG state, -inf and nested lists come back equal from
+    the .npz (read with allow_pickle=False)."""
+    from socialrec.training.distributed import load_checkpoint, save_checkpoint
+
+    module = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.01)
+    module(torch.ones(4, 3)).sum().backward()
+    optimizer.step()
+    saved = {"module": module.state_dict(), "optimizer": optimizer.state_dict(),
+             "torch_rng": torch.get_rng_state(), "best": {"emb": torch.arange(6.0)},
+             "history": {"best_valid": float("-inf"), "valid": [(1, 0.5), (2, 0.25)]}}
+    save_checkpoint(saved, tmp_path / "fit.npz")
+    np.load(tmp_path / "fit.npz", allow_pickle=False).close()
+    got = load_checkpoint(tmp_path / "fit.npz")
+    other = torch.optim.Adam(torch.nn.Linear(3, 2).parameters(), lr=0.01)
+    other.load_state_dict(got["optimizer"])
+    assert set(got["optimizer"]["state"]) == {0, 1}
+    for key, value in module.state_dict().items():
+        assert torch.equal(got["module"][key], value)
+    assert torch.equal(got["torch_rng"], saved["torch_rng"])
+    assert got["history"] == {"best_valid": float("-inf"), "valid": [[1, 0.5], [2, 0.25]]}
