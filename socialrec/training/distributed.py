@@ -463,8 +463,9 @@ def save_checkpoint(saved: dict[str, Any], path: Path) -> None:
         return {"value": value}
 
     structure = json.dumps(encode(saved))
+    arrays["__structure__"] = np.frombuffer(structure.encode(), dtype=np.uint8)
     with open(path, "wb") as f:
-        np.savez(f, __structure__=np.frombuffer(structure.encode(), dtype=np.uint8), **arrays)
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as its own flag
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
