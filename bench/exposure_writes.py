@@ -38,10 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.results import publish
 from socialrec.features.events import EXPOSURE_COLUMNS, EventStore, Exposure
 from socialrec.serving.exposures import ExposureLog, ServedList
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 PG_URL = os.environ.get("SOCIALREC_BENCH_PG",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -159,11 +159,7 @@ def main() -> None:
         f"{pickled:.2f} µs a row in the service's sender thread; {platform.machine()}, "
         f"{os.cpu_count()} CPUs, 1-min load average {load_before:.1f} before the run (the "
         f"load column: after each cell).\n")
-    print("\n" + header + "\n" + table)
-    if not args.no_append:
-        with RESULTS.open("a") as f:
-            f.write("\n" + header + "\n" + table + "\n")
-        print(f"appended to {RESULTS}")
+    publish(header, table, append=not args.no_append)
 
 
 if __name__ == "__main__":

@@ -37,11 +37,11 @@ import httpx
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from bench.results import publish
 from socialrec.models.foldin import FoldIn, FoldInRule
 from tests.support.bundles import random_bundle
 from tests.support.server import ServerProcess
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 SIZES = (1, 10, 100, 1000)
 
 
@@ -142,10 +142,7 @@ def main() -> None:
         f"A product launched now, through two real replicas sharing the event store: seconds "
         f"from posting its first feedback (3 events) to the first push ranked by its folded-in "
         f"vector, over {args.launches} launches:", "", *part2, ""])
-    print(text)
-    if not args.no_append:
-        with RESULTS.open("a") as f:
-            f.write("\n" + text)
+    publish("", text.rstrip("\n"), append=not args.no_append)
 
 
 if __name__ == "__main__":

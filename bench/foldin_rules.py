@@ -28,11 +28,11 @@ import shlex
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
+from bench.results import publish
 from socialrec.features.graph import DEFAULT_EVENT_WEIGHTS
 from socialrec.models.bundle import ModelBundle
 from socialrec.models.foldin import FoldIn, FoldInRule, rule_for
@@ -40,7 +40,6 @@ from socialrec.models.registry import make_model
 from socialrec.training.config import load_config
 from socialrec.training.pipeline import prepare, validator_for
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 FIRST = (1, 3, 10)
 K = 50
 #: strengths of the category prior tried (FoldIn.with_prior: the stand-in as this many users)
@@ -180,10 +179,7 @@ def main() -> None:
         + f"; load average {os.getloadavg()[0]:.1f}.", "",
         f"| model | new product represented by | m = {FIRST[0]} | m = {FIRST[1]} | "
         f"m = {FIRST[2]} |", "|---|---|---|---|---|", *rows, ""])
-    print(text)
-    if not args.no_append:
-        with RESULTS.open("a") as f:
-            f.write("\n" + text)
+    publish("", text.rstrip("\n"), append=not args.no_append)
 
 
 if __name__ == "__main__":

@@ -42,12 +42,11 @@ import faiss
 import httpx
 import numpy as np
 
+from bench.results import publish
 from socialrec.serving.retrieval import search
 from socialrec.serving.share import item_vector, rank_partners
 from tests.support.bundles import random_bundle
 from tests.support.server import ServerProcess
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 @dataclass
@@ -250,11 +249,7 @@ def main() -> None:
         f"Raw = the same queries without the service, one at a time in-process (FAISS "
         f"search of k users for the item; for share partners the scoring function).\n"
     )
-    print("\n" + header + "\n" + table)
-    if not args.no_append:
-        with RESULTS.open("a") as f:
-            f.write("\n" + header + "\n" + table + "\n")
-        print(f"appended to {RESULTS}")
+    publish(header, table, append=not args.no_append)
 
 
 def exposure_writer(url: str) -> str | None:

@@ -32,11 +32,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import faiss
 import numpy as np
 
+from bench.results import publish
 from socialrec.models.index import (
     IndexConfig,
     build_index,
@@ -47,7 +47,6 @@ from socialrec.models.index import (
 )
 from socialrec.serving.retrieval import search
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 COMMUNITIES = 100
 SUB_INTERESTS = 100
 SUB_SPREAD = 0.5
@@ -261,11 +260,7 @@ def main() -> None:
         f"large k; {platform.machine()}, {os.cpu_count()} CPUs, 1-min load average "
         f"{load_before:.1f} before the run, {os.getloadavg()[0]:.1f} after.\n"
     )
-    print("\n" + header + "\n" + table)
-    if not args.no_append:
-        with RESULTS.open("a") as f:
-            f.write("\n" + header + "\n" + table + "\n")
-        print(f"appended to {RESULTS}")
+    publish(header, table, append=not args.no_append)
 
 
 if __name__ == "__main__":
