@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from socialrec.features.graph import GraphData
 from socialrec.models.socialgnn import SocialGNNRecommender
-from socialrec.training.distributed import RankRuntime, RankSettings, init_process_group
+from socialrec.training.distributed import RankInfo, RankRuntime, RankSettings, process_group
 
 
 class Count:
@@ -67,7 +67,11 @@ def main() -> None:
     parser.add_argument("--users-per-step", type=int, default=65536)
     parser.add_argument("--steps", type=int, default=6)
     args = parser.parse_args()
-    info = init_process_group(1800)
+    with process_group(1800) as info:
+        time_steps(args, info)
+
+
+def time_steps(args: argparse.Namespace, info: RankInfo) -> None:
     meta = json.loads((args.graph / "meta.json").read_text())
     n_users, n_items = meta["users"], meta["items"]
     train = load_csr(args.graph / "train", (n_users, n_items))

@@ -47,6 +47,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -170,6 +171,18 @@ def init_process_group(timeout_s: float) -> RankInfo:
             f"with the same rendezvous endpoint and that it is reachable from this machine."
         ) from None
     return RankInfo(rank, world, local_rank, backend)
+
+
+@contextmanager
+def process_group(timeout_s: float) -> Iterator[RankInfo]:
+    """:func:`init_process_group`, left again on the way out. A rank that exits with its gloo
+    group still alive can abort in the group's destructor ("terminate called without an active
+    exception"): torchrun then reads a finished rank as a failed one."""
+    info = init_process_group(timeout_s)
+    try:
+        yield info
+    finally:
+        dist.destroy_process_group()
 
 
 # --- the graph, partitioned by rows --------------------------------------------------------------
@@ -528,8 +541,7 @@ def train_on_rank(config: dict[str, Any], **run_options: Any):
     :class:`~socialrec.training.pipeline.TrainResult`; the others return None."""
     from socialrec.training.pipeline import fit_model, prepare, run_training
 
-    info = init_process_group(float(config["distributed"]["timeout_s"]))
-    try:
+    with process_group(float(config["distributed"]["timeout_s"])) as info:
         prepared = prepare(config)
         runtime = rank_runtime(info, config, prepared.dataset_hash)
         try:
@@ -543,5 +555,3 @@ def train_on_rank(config: dict[str, Any], **run_options: Any):
                     f"rank {info.rank} lost the other ranks (distributed.timeout_s="
                     f"{config['distributed']['timeout_s']}): {err}") from err
             raise
-    finally:
-        dist.destroy_process_group()

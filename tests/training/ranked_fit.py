@@ -23,7 +23,7 @@ from socialrec.features.graph import GraphData, build_graph
 from socialrec.features.splits import make_split
 from socialrec.features.synthetic import generate
 from socialrec.models.socialgnn import SocialGNNRecommender
-from socialrec.training.distributed import RankRuntime, RankSettings, init_process_group
+from socialrec.training.distributed import RankInfo, RankRuntime, RankSettings, process_group
 
 #: name -> model overrides; every one trains 3 epochs of a few steps each
 SETTINGS: dict[str, dict] = {
@@ -64,7 +64,11 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=list(SETTINGS))
     parser.add_argument("--every", type=int, default=2)
     args = parser.parse_args()
-    info = init_process_group(60)
+    with process_group(60) as info:
+        fit_every_setting(args, info)
+
+
+def fit_every_setting(args: argparse.Namespace, info: RankInfo) -> None:
     first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
     data = tiny_graph()
     for name in args.only:
