@@ -131,7 +131,11 @@ def base_config(work: Path, files: dict, tiny: bool) -> dict[str, Any]:
         f"tracking.artifact_root={work}/artifacts",
         "tracking.experiment=socialrec-loop", f"tracking.registered_model={NAME}",
         f"serving.model={NAME}",
-        f"promotion={json.dumps(SETTINGS['promotion'])}",
+        *(f"promotion.{key}={json.dumps(value)}" for key, value in SETTINGS["promotion"].items()),
+        # the social GNN of configs/synthetic.yaml for every task: the loop retrains and folds in
+        # one model (the demo's `model.name: auto` picks a model per task once, at training)
+        "model.name=socialgnn",
+        "tracking.aliases.push_targets=champion", "serving.aliases.push_targets=champion",
     ]
     if tiny:
         overrides += ["model.socialgnn.epochs=4", "model.socialgnn.batch_size=4096",
@@ -314,7 +318,9 @@ def run_day(arm: Arm, world: World, plan: DayPlan) -> dict[str, Any]:
         traffic.send(organic(morning[morning.item_id == item], plan.day, prices))
         while True:
             status, body = push(arm, plan.day, item, category[item], world.p.push_k)
-            folded = status == 200 and (body.get("new_items") or {}).get(item) == "foldin"
+            # "foldin", or "foldin+category": its folded-in vector shrunk towards its category
+            how = (body.get("new_items") or {}).get(item) if status == 200 else None
+            folded = str(how).startswith("foldin")
             if folded or not arm.foldin or time.perf_counter() - start > 60:
                 break
             time.sleep(0.25)

@@ -161,7 +161,9 @@ class RegistrySource:
         return f"{self.name}/{version}"
 
     def describe(self) -> str:
-        return f"registry {self.tracking_uri or '(MLflow default)'} model {self.name}"
+        # MLflow's rule: MLFLOW_REGISTRY_URI, when set, wins over the tracking URI
+        where = os.environ.get("MLFLOW_REGISTRY_URI") or self.tracking_uri or "(MLflow default)"
+        return f"registry {where} model {self.name}"
 
     def _cache_entry(self, mv: Any) -> Path:
         """Where ``mv``'s download is cached. The key includes where its artifacts come from

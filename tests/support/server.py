@@ -49,7 +49,12 @@ class ServerProcess:
         self.log = log_path.open("w")
         argv = [a.replace("{port}", str(self.port)) for a in command] if command else \
             bentoml_command(self.port)
-        full_env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+        inherited = dict(os.environ)
+        if "MLFLOW_TRACKING_URI" in env and "MLFLOW_REGISTRY_URI" not in env:
+            # mlflow.set_registry_uri() in this process exports its own registry; a server
+            # given a tracking URI reads that URI's registry, not whatever this process used last
+            inherited.pop("MLFLOW_REGISTRY_URI", None)
+        full_env = {**inherited, "MLFLOW_DISABLE_TELEMETRY": "true",
                     "BENTOML_DO_NOT_TRACK": "true", **env}
         self.proc = subprocess.Popen(argv, env=full_env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
