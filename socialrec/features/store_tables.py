@@ -30,6 +30,11 @@ sharer–joiner, besides the joiner's ``join`` interaction. A ``share`` event wh
 Every other event kind (view, click, cart, purchase, push_open, share, join) is an interaction of
 its own kind.
 
+Served or organic. An event that names a request id was caused, in part, by what the service
+served (a push opened, a recommended item bought): ``served_pairs`` lists those (user, item)
+pairs, so that a retrain can train on them without scoring models on them (a model is not to be
+judged on outcomes the champion's own pushes produced).
+
 Pure pandas, no I/O: the retrain reads the store and hands the frames in, and tests build them
 by hand.
 """
@@ -65,6 +70,10 @@ class StoreTables:
     refused: dict[str, int] = field(default_factory=dict)  # reason -> rows
     ignored: dict[str, int] = field(default_factory=dict)  # event kind -> rows
     examples: dict[str, list[str]] = field(default_factory=dict)  # reason -> a few event ids
+    #: (user_id, item_id) of interactions attributed to a served list (a request id): what the
+    #: serving policy caused, which a retrain trains on but never scores (features/window_split)
+    served_pairs: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame({"user_id": [], "item_id": []}, dtype="string"))
 
     @property
     def total_refused(self) -> int:
@@ -134,9 +143,11 @@ def store_tables(feedback: pd.DataFrame, exposures: pd.DataFrame, *, as_of: int,
         "ts": used["ts_s"], "value": used["value"].astype("float64"),
     }), "interactions")
     shares, social = _shares_and_ties(used, share_requests)
+    served = used.loc[used["request_id"].notna(), ["user_id", "item_id"]].astype("string")
     return StoreTables(interactions, social, shares, read=len(fb), used=len(used),
                        refused={r: refused[r] for r in REASONS if r in refused},
-                       ignored=ignored, examples=examples)
+                       ignored=ignored, examples=examples,
+                       served_pairs=served.drop_duplicates().reset_index(drop=True))
 
 
 def deleted_flags(column: pd.Series) -> np.ndarray:

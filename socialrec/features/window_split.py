@@ -7,7 +7,9 @@ active in it (``holdout_users``, drawn by a hash of the user id and the seed) ar
 their window events are targets, half of those users for early stopping (``valid``), half for the
 offline gate (``test``); every other event, the other users' window events included, trains.
 Held-out users' events before the window train as usual (they are the history the targets are
-predicted from).
+predicted from). Pairs a served list caused (``unscored``: a push opened, a pushed item bought)
+train but are never targets: they reward the policy that served them, so the champion whose
+pushes produced them would be judged on its own doing.
 
 Share records, the share-partner ranker's training data, are cut by time: the most recent
 ``share_holdout`` of them (half valid, half test) are its targets, as a temporal split does.
@@ -40,11 +42,18 @@ def held_out_users(users: pd.Series, share: float, seed: int) -> tuple[set[str],
 
 
 def window_split(dataset: Dataset, valid_start: int, holdout_users: float, seed: int,
-                 share_holdout: float = 0.2) -> Split:
-    """The retrain split of ``dataset`` (module docstring); ``valid_start`` in Unix seconds."""
+                 share_holdout: float = 0.2, unscored: pd.DataFrame | None = None) -> Split:
+    """The retrain split of ``dataset`` (module docstring); ``valid_start`` in Unix seconds.
+    ``unscored``: (user_id, item_id) pairs that train but are never targets (the pairs a served
+    list caused: features/store_tables.py ``served_pairs``)."""
     inter = dataset.interactions
     ts = inter["ts"].to_numpy(dtype=np.float64, na_value=-np.inf)  # no time: history
     recent = ts >= valid_start
+    if unscored is not None and len(unscored):
+        served = pd.MultiIndex.from_frame(unscored[["user_id", "item_id"]].astype(str))
+        pairs = pd.MultiIndex.from_arrays([inter["user_id"].astype(str),
+                                           inter["item_id"].astype(str)])
+        recent &= ~pairs.isin(served)
     valid_users, test_users = held_out_users(inter.loc[recent, "user_id"], holdout_users, seed)
     user = inter["user_id"].astype(str)
     part = np.full(len(inter), TRAIN)

@@ -22,6 +22,7 @@ class RetrainConfig(BaseModel):
     since_days: float | None = Field(None, gt=0)  # read store events this recent (null: all)
     valid_days: float = Field(1.0, gt=0)  # the recent window validation and the gate read
     holdout_users: float = Field(0.2, gt=0, lt=1)  # share of the window's users held out
+    organic_targets: bool = True  # score only events no served list caused (they still train)
     warm_start: bool = True  # start from the parent's parameters (false: a cold train)
     fine_tune: dict[str, Any] = {"epochs": 10, "patience": 2}  # model keys for a warm start
     gate_tolerance: float = Field(0.01, ge=0, lt=1)  # relative shortfall the gate forgives

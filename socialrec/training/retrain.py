@@ -10,7 +10,9 @@ ids kept, warm-started from the parent version, gated against the champion.
    dropped silently.
 3. **Split.** features/window_split.py: the most recent ``retrain.valid_days`` are the
    validation window; a share of that window's users are held out (half early stopping, half the
-   gate), everything else trains — today's launches included.
+   gate), everything else trains — today's launches included. With ``retrain.organic_targets``
+   the held-out targets are organic events only: what a push or a recommendation caused trains
+   but is not scored (it would favour the champion that served it).
 4. **Ids.** The graph is encoded with the parent's IdMaps (``build_graph(id_maps=...)``): every
    index the parent had keeps its meaning; new users and items are appended.
 5. **Warm start.** The model starts from the parent's layer-0 parameters (models/warm_start.py)
@@ -314,7 +316,8 @@ def _retrain(config: dict[str, Any], client: MlflowClient, experiment_id: str, n
         dataset = combine(base, tables)
         valid_start = int(as_of_s - r_cfg["valid_days"] * DAY)
         split = window_split(dataset, valid_start, r_cfg["holdout_users"],
-                             int(config["split"]["seed"]))
+                             int(config["split"]["seed"]),
+                             unscored=tables.served_pairs if r_cfg["organic_targets"] else None)
         if train_hook is not None:
             split.train = train_hook(split.train)
         if split.valid.empty or split.test.empty:

@@ -100,3 +100,15 @@ def test_a_deleted_column_read_as_text_is_understood():
 
 def test_unix_seconds():
     assert unix_seconds(pd.Series([pd.Timestamp("1970-01-01 00:01", tz="UTC")])).tolist() == [60]
+
+
+def test_events_naming_a_served_request_are_listed_as_served_pairs():
+    rows = [
+        ("e1", "push-1", ts(1), "u1", "i1", "push_open", 0.0),
+        ("e2", "push-1", ts(2), "u1", "i1", "purchase", 9.0),
+        ("e3", None, ts(2), "u2", "i1", "purchase", 9.0),  # organic
+        ("e4", None, ts(2), "u1", "i2", "view", 0.0),  # organic
+    ]
+    out = store_tables(feedback(rows), exposures(), as_of=int(ts(3).timestamp()))
+    assert out.used == 4
+    assert out.served_pairs.values.tolist() == [["u1", "i1"]]
