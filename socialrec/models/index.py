@@ -187,7 +187,8 @@ def _recall_rows(queries: np.ndarray, sample: int, seed: int) -> np.ndarray:
 
 
 def raise_nprobe(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray,
-                 min_recall: float, sample: int, seed: int) -> None:
+                 min_recall: float, sample: int, seed: int,
+                 truth: np.ndarray | None = None) -> None:
     """Double an IVF index's ``nprobe`` (saved with it) while its recall@100 on the sample is
     below ``min_recall``: the cells grow with ``4 sqrt(n)``, so a fixed ``ivf_nprobe`` scans a
     shrinking share of them (bench/vectors.py, 10M users: recall 0.64 at 64 of 12,649 cells).
@@ -196,12 +197,13 @@ def raise_nprobe(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray,
     or once a doubling gains under 0.002: then the codes (``pq_bytes``, ``refine_factor``), not
     the cells scanned, limit recall (10M users, 16-byte codes re-ranked x4: 0.934 with every
     cell scanned), and :func:`build_indexes` refuses the index saying so. Other indexes are
-    left as they are."""
+    left as they are. ``truth``: the sample's exact top-100, when the caller has it already."""
     if kind(index) != "ivfpq":
         return
     ivf = _ivf(index)
     q = queries[_recall_rows(queries, sample, seed)]
-    truth = exact_topk(vectors, q, RECALL_AT)
+    if truth is None:
+        truth = exact_topk(vectors, q, RECALL_AT)
     ivf.nprobe = _probes(index, RECALL_AT)  # what a k=100 search scans anyway
     limit = max(ivf.nprobe, ivf.nlist // 8)
     recall = recall_at(index, vectors, q, truth=truth)
@@ -213,8 +215,9 @@ def raise_nprobe(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray,
 
 
 def describe(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray,
-             sample: int, seed: int) -> dict[str, Any]:
-    """What ``bundle.meta["index"]`` records for one index (recall measured when approximate)."""
+             sample: int, seed: int, truth: np.ndarray | None = None) -> dict[str, Any]:
+    """What ``bundle.meta["index"]`` records for one index (recall measured when approximate;
+    ``truth`` as for :func:`raise_nprobe`)."""
     info: dict[str, Any] = {"type": type(index).__name__, "n": int(index.ntotal),
                             "dim": int(index.d), "metric": "inner_product"}
     if isinstance(index, faiss.IndexHNSWFlat):
@@ -229,7 +232,8 @@ def describe(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray,
     if kind(index) != "flat":
         rows = _recall_rows(queries, sample, seed)
         info.update(recall_queries=len(rows),
-                    **{f"recall_at_{RECALL_AT}": recall_at(index, vectors, queries[rows])})
+                    **{f"recall_at_{RECALL_AT}": recall_at(index, vectors, queries[rows],
+                                                           truth=truth)})
     return info
 
 
@@ -245,15 +249,17 @@ def build_indexes(bundle: ModelBundle, config: IndexConfig | None = None,
     config = config or IndexConfig()
     user_index = build_index(bundle.user_emb, config, seed)
     item_index = build_index(bundle.item_emb, config, seed)
-    for index, vectors, queries in ((user_index, bundle.user_emb, bundle.item_emb),
-                                    (item_index, bundle.item_emb, bundle.user_emb)):
-        raise_nprobe(index, vectors, queries, config.min_recall, recall_sample, seed)
-    info: dict[str, Any] = {
-        "exact_threshold": config.exact_threshold,
-        "min_recall": config.min_recall,
-        "user": describe(user_index, bundle.user_emb, bundle.item_emb, recall_sample, seed),
-        "item": describe(item_index, bundle.item_emb, bundle.user_emb, recall_sample, seed),
-    }
+    info: dict[str, Any] = {"exact_threshold": config.exact_threshold,
+                            "min_recall": config.min_recall}
+    for side, index, vectors, queries in (("user", user_index, bundle.user_emb, bundle.item_emb),
+                                          ("item", item_index, bundle.item_emb, bundle.user_emb)):
+        # the sample's exact answers, computed once for tuning and for the record (at 10M
+        # vectors an exact top-100 of 200 queries takes seconds)
+        truth = (None if kind(index) == "flat" else
+                 exact_topk(vectors, queries[_recall_rows(queries, recall_sample, seed)],
+                            RECALL_AT))
+        raise_nprobe(index, vectors, queries, config.min_recall, recall_sample, seed, truth)
+        info[side] = describe(index, vectors, queries, recall_sample, seed, truth)
     key = f"recall_at_{RECALL_AT}"
     for side in ("user", "item"):
         found = info[side]
