@@ -438,13 +438,21 @@ def summary(result: Any) -> dict[str, Any]:
     return {"status": result.status, "version": result.version, "note": result.note,
             "fit_seconds": result.seconds.get("fit", 0.0), "aliases": result.aliases,
             "gate": [{"metric": g.metric, "champion": g.champion, "candidate": g.candidate,
-                      "passed": g.passed} for g in result.gate],
+                      "upper": g.upper, "passed": g.passed} for g in result.gate],
             "refused": result.store.refused if result.store else {},
             "ignored": result.store.ignored if result.store else {},
             "used": result.store.used if result.store else 0,
             "warm_start": result.warm_start,
             "new_users": result.lineage.get("lineage.new_users"),
             "new_items": result.lineage.get("lineage.new_items")}
+
+
+def gate_cell(retrain_summary: dict[str, Any]) -> str:
+    """A night's gate on recommend and push ndcg@20: candidate vs champion (change at best)."""
+    cells = [f"{g['metric'].split('.')[1]} {g['candidate']:.4f} vs {g['champion']:.4f} "
+             f"({g['upper']:+.0%})" for g in retrain_summary.get("gate", [])
+             if g["metric"].endswith("ndcg_at_20")]
+    return ", ".join(cells) or "—"
 
 
 def wait_for_aliases(arm: Arm, timeout: float = 300) -> None:
@@ -556,28 +564,23 @@ def write_results(arms: tuple[Arm, ...], params: LoopParams, command: str, out_m
                   f"![{title}]({prefix}_{key}.png)", ""]
     lines += ["## The loop's nights (arm d)", "",
               "| day | A/B verdict on the challenger | retrain | fit s | cold on the same data: "
-              "fit s | gate (candidate vs champion, recommend ndcg@20) |",
+              "fit s | gate: candidate vs champion, ndcg@20 (change at best) |",
               "|---|---|---|---|---|---|"]
     for d in by_key["d"].days:
         promo = d.get("promotion", {})
         rt = d.get("retrain", {})
         cold = d.get("cold_same_data", {})
-        gate = next((g for g in rt.get("gate", []) if "recommend.ndcg" in g["metric"]), None)
-        cold_gate = next((g for g in cold.get("gate", []) if "recommend.ndcg" in g["metric"]),
-                         None)
         lines.append(
             f"| {d['day']} | {promo.get('verdict', '—')}: {promo.get('reason', '')[:120]} | "
             f"{rt.get('status', '—')}{' (broken on purpose)' if rt.get('broken') else ''} "
             f"v{rt.get('version') or '—'} | {rt.get('fit_seconds', 0):.1f} | "
-            f"{cold.get('fit_seconds', 0):.1f} | "
-            + (f"warm {gate['candidate']:.4f} vs {gate['champion']:.4f}" if gate else "—")
-            + (f"; cold {cold_gate['candidate']:.4f}" if cold_gate else "") + " |")
+            f"{cold.get('fit_seconds', 0):.1f} | warm: {gate_cell(rt)}; cold: {gate_cell(cold)} |")
     lines += ["", "## Arm (c)'s nights", "", "| day | retrain | fit s | refused events |",
               "|---|---|---|---|"]
     for d in by_key["c"].days:
         rt = d.get("retrain", {})
         lines.append(f"| {d['day']} | {rt.get('status')} v{rt.get('version') or '—'} "
-                     f"{rt.get('note', '')[:80]} | {rt.get('fit_seconds', 0):.1f} | "
+                     f"{rt.get('note', '')[:240]} | {rt.get('fit_seconds', 0):.1f} | "
                      f"{rt.get('refused', {})} |")
     lines += ["", "## Notes", "",
               "- A simulated day is a few minutes of wall-clock time; a retrain's validation "

@@ -136,14 +136,14 @@ def _full_ranking(
     truth: sp.csr_matrix,
     exclude: sp.csr_matrix,
     ks: list[int],
-) -> dict[str, float]:
+) -> tuple[PerQuery, dict[str, float]]:
+    """Per-query metrics of ranking every candidate, and the lists' catalogue coverage."""
     queries = np.flatnonzero(np.diff(truth.indptr) > 0)
     chunk = max(1, min(4096, _SCORE_BUDGET // max(1, key_emb.shape[0])))
     topk, _ = topk_scores(query_emb[queries], key_emb, max(ks), exclude=exclude[queries],
                           chunk=chunk)
-    out = ranking_metrics(topk, truth[queries], ks)
-    out.update(catalogue_coverage(topk, key_emb.shape[0], ks))
-    return out
+    return (per_query_metrics(topk, truth[queries], ks),
+            catalogue_coverage(topk, key_emb.shape[0], ks))
 
 
 def _sampled_ranking(
@@ -154,8 +154,9 @@ def _sampled_ranking(
     ks: list[int],
     negatives: int,
     seed: int,
-) -> dict[str, float]:
-    """Rank each (query, positive) pair's positive among ``negatives`` sampled negatives.
+) -> PerQuery:
+    """Rank each (query, positive) pair's positive among ``negatives`` sampled negatives: the
+    metrics per pair.
 
     Ties count against the positive (a model that scores everything alike gets no credit).
     """
@@ -186,12 +187,11 @@ def _sampled_ranking(
         truth_pairs = sp.csr_matrix(np.ones((len(r), 1), dtype=np.int8))
         parts.append(per_query_metrics(topk, truth_pairs, ks))
     names = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg", "hit", "mrr", "precision")]
-    merged = PerQuery(
+    return PerQuery(
         values={n: np.concatenate([p.values[n] for p in parts] or [np.zeros(0)]) for n in names},
         queries=np.arange(len(ranks)),
         n_skipped=0,
     )
-    return mean_metrics(merged)
 
 
 def _evaluate_ranking(
@@ -205,6 +205,24 @@ def _evaluate_ranking(
     negatives: int,
     seed: int,
 ) -> dict[str, float]:
+    per_query, out = _ranked(query_emb, key_emb, truth, exclude, interacted, ks, protocol,
+                             negatives, seed)
+    return {**mean_metrics(per_query), **out}
+
+
+def _ranked(
+    query_emb: np.ndarray,
+    key_emb: np.ndarray,
+    truth: sp.csr_matrix,
+    exclude: sp.csr_matrix,
+    interacted: sp.csr_matrix,
+    ks: Iterable[int],
+    protocol: Protocol,
+    negatives: int,
+    seed: int,
+) -> tuple[PerQuery, dict[str, float]]:
+    """The metrics of every evaluated query (full: a query; sampled: a (query, positive) pair)
+    and the figures about the whole evaluation (counts, coverage)."""
     ks = sorted({int(k) for k in ks})
     query_emb = np.ascontiguousarray(query_emb, dtype=np.float32)
     key_emb = np.ascontiguousarray(key_emb, dtype=np.float32)
@@ -215,17 +233,18 @@ def _evaluate_ranking(
         )
     truth, n_seen = _drop_seen(truth, exclude)
     n_queries = int((np.diff(truth.indptr) > 0).sum())
+    out: dict[str, float] = {}
     if protocol == "full":
-        out = _full_ranking(query_emb, key_emb, truth, exclude, ks)
+        per_query, out = _full_ranking(query_emb, key_emb, truth, exclude, ks)
     elif protocol == "sampled":
-        out = _sampled_ranking(query_emb, key_emb, truth, interacted, ks, negatives, seed)
-        out["n_pairs"] = out.pop("n_queries")
-        out["n_queries"] = n_queries
+        per_query = _sampled_ranking(query_emb, key_emb, truth, interacted, ks, negatives, seed)
+        out["n_pairs"] = len(per_query.queries)
     else:
         raise ValueError(f"protocol must be 'full' or 'sampled', got {protocol!r}")
+    out["n_queries"] = n_queries
     out["n_skipped"] = truth.shape[0] - n_queries
     out["n_seen_targets"] = n_seen
-    return out
+    return per_query, out
 
 
 def evaluate_recommend(
@@ -269,6 +288,29 @@ def evaluate_push(
     truth, exclude, interacted = _target_and_exclusion(data, target)
     return _evaluate_ranking(item_emb, user_emb, truth.T.tocsr(), exclude.T.tocsr(),
                              interacted.T.tocsr(), ks, protocol, negatives, seed)
+
+
+def evaluate_per_query(
+    user_emb: np.ndarray,
+    item_emb: np.ndarray,
+    data: GraphData,
+    task: Literal["recommend", "push"],
+    target: Target = "test",
+    ks: Iterable[int] = (10, 20),
+    protocol: Protocol = "full",
+    negatives: int = 999,
+    seed: int = 2026,
+) -> PerQuery:
+    """The metrics of :func:`evaluate_recommend` or :func:`evaluate_push` query by query (pair by
+    pair for the sampled protocol), before they are averaged: two models evaluated on the same
+    data have the same queries, in the same order, for a paired comparison (the retrain gate)."""
+    truth, exclude, interacted = _target_and_exclusion(data, target)
+    if task == "push":
+        truth, exclude, interacted = truth.T.tocsr(), exclude.T.tocsr(), interacted.T.tocsr()
+        user_emb, item_emb = item_emb, user_emb
+    per_query, _ = _ranked(user_emb, item_emb, truth, exclude, interacted, ks, protocol,
+                           negatives, seed)
+    return per_query
 
 
 # --- share partners -------------------------------------------------------------------------------

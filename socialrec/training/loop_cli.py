@@ -93,11 +93,12 @@ def retrain(
                   " s")
     table = Table(title=f"gate: candidate vs champion version {result.champion_version} on the "
                         "recent window (ids the champion knows)")
-    for col in ("metric", "champion", "candidate", "passed"):
+    for col in ("metric", "champion", "candidate", "change (at best)", "passed"):
         table.add_column(col)
     for row in result.gate:
+        change = row.candidate / row.champion - 1 if row.champion else 0.0
         table.add_row(row.metric, f"{row.champion:.4f}", f"{row.candidate:.4f}",
-                      "yes" if row.passed else "[red]no[/red]")
+                      f"{change:+.1%} ({row.upper:+.1%})", "yes" if row.passed else "[red]no[/red]")
     console.print(table)
     if result.status == "trained":
         console.print(f"[green]registered version {result.version}, aliases: "

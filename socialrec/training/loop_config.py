@@ -26,6 +26,7 @@ class RetrainConfig(BaseModel):
     warm_start: bool = True  # start from the parent's parameters (false: a cold train)
     fine_tune: dict[str, Any] = {"epochs": 10, "patience": 2}  # model keys for a warm start
     gate_tolerance: float = Field(0.01, ge=0, lt=1)  # relative shortfall the gate forgives
+    gate_alpha: float | None = Field(0.05, gt=0, lt=1)  # refuse only a significant shortfall
     lock_ttl_s: float = Field(21600.0, gt=0)  # a lock older than this is taken to be dead
 
 

@@ -21,7 +21,9 @@ ids kept, warm-started from the parent version, gated against the champion.
 6. **Gate.** Champion and candidate are scored on the gate half of the recent window, on the
    users and items the champion knows (the pairs it could have served); a candidate below the
    champion on any ``tracking.gate_metrics`` (recommend and push) by more than
-   ``retrain.gate_tolerance`` is refused: its run says why and nothing is registered.
+   ``retrain.gate_tolerance`` — significantly so at ``retrain.gate_alpha``, paired over the
+   gate's queries: a day's held-out users are few — is refused: its run says why and nothing
+   is registered.
 7. **Registration.** A candidate that passes is registered with its lineage as version tags, set
    in the same call that creates the version (nothing half-registered), then takes
    ``promotion.challenger_alias`` (or ``--alias``): the experiment whose treatment follows that
@@ -37,12 +39,14 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Literal
 
 import mlflow
@@ -52,7 +56,8 @@ import scipy.sparse as sp
 import yaml
 from mlflow import MlflowClient
 
-from socialrec.evaluation.offline import evaluate_push, evaluate_recommend
+from socialrec.evaluation.metrics import PerQuery
+from socialrec.evaluation.offline import evaluate_per_query
 from socialrec.features.events import EventStore
 from socialrec.features.graph import GraphData, build_graph
 from socialrec.features.idmap import IdMap
@@ -89,14 +94,37 @@ class RetrainError(RuntimeError):
 
 @dataclass
 class GateRow:
+    """One gate metric: champion and candidate means over the gate's queries, and the candidate's
+    relative change with the upper end of its one-sided confidence interval (paired over the
+    queries; ``upper`` is the change itself when no significance level is set)."""
+
     metric: str
     champion: float
     candidate: float
     tolerance: float
+    upper: float = math.inf  # the largest relative change (candidate / champion - 1) the data allow
+    queries: int = 0
 
     @property
     def passed(self) -> bool:
-        return self.candidate >= self.champion * (1 - self.tolerance)
+        """Refused only when even ``upper`` falls short of the champion by more than the
+        tolerance: a shortfall the gate's few queries cannot tell from noise passes."""
+        return self.upper >= -self.tolerance
+
+
+def gate_row(metric: str, champion: np.ndarray, candidate: np.ndarray, tolerance: float,
+             alpha: float | None) -> GateRow:
+    """Compare per-query values of one metric (same queries, same order) of champion and
+    candidate. With ``alpha`` the relative change's upper bound is the one-sided ``1 - alpha``
+    normal bound of the paired differences' mean (the queries are many: items or users)."""
+    base, mean = float(champion.mean()), float(candidate.mean())
+    change = mean / base - 1 if base > 0 else (0.0 if mean >= base else -math.inf)
+    upper = change
+    if alpha is not None and len(champion) > 1 and base > 0:
+        diff = candidate - champion
+        se = float(diff.std(ddof=1)) / math.sqrt(len(diff))
+        upper = change + NormalDist().inv_cdf(1 - alpha) * se / base
+    return GateRow(metric, base, mean, tolerance, upper, len(champion))
 
 
 @dataclass
@@ -208,15 +236,16 @@ def gate(config: dict[str, Any], graph: GraphData, champion: ModelBundle,
     evaluation = config["evaluation"]
     common = {"target": "test", "ks": ks, "protocol": evaluation["protocol"],
               "negatives": evaluation["negatives"], "seed": config["split"]["seed"]}
-    scores = {}
+    values: dict[str, dict[str, PerQuery]] = {}
     for who, user_emb, item_emb in (
             ("champion", champion.user_emb, champion.item_emb),
             ("candidate", candidate.user_emb[rows], candidate.item_emb[cols])):
-        scores[who] = {"recommend": evaluate_recommend(user_emb, item_emb, sub, **common),
-                       "push": evaluate_push(user_emb, item_emb, sub, **common)}
-    tolerance = config["retrain"]["gate_tolerance"]
-    return [GateRow(name, float(scores["champion"][task][metric]),
-                    float(scores["candidate"][task][metric]), tolerance)
+        values[who] = {task: evaluate_per_query(user_emb, item_emb, sub, task, **common)
+                       for task in ("recommend", "push")}
+    r_cfg = config["retrain"]
+    return [gate_row(name, values["champion"][task].values[metric],
+                     values["candidate"][task].values[metric], r_cfg["gate_tolerance"],
+                     r_cfg["gate_alpha"])
             for name, task, metric in wanted]
 
 
@@ -381,7 +410,8 @@ def _retrain(config: dict[str, Any], client: MlflowClient, experiment_id: str, n
                                 "retrain.events_used": tables.used,
                                 "retrain.events_refused": tables.total_refused,
                                 **{f"gate.champion.{r.metric}": r.champion for r in rows},
-                                **{f"gate.candidate.{r.metric}": r.candidate for r in rows}})
+                                **{f"gate.candidate.{r.metric}": r.candidate for r in rows},
+                                **{f"gate.upper_change.{r.metric}": r.upper for r in rows}})
             mlflow.log_dict({"store": {"read": tables.read, "used": tables.used,
                                        "refused": tables.refused, "ignored": tables.ignored,
                                        "examples": tables.examples},
@@ -405,7 +435,8 @@ def _retrain(config: dict[str, Any], client: MlflowClient, experiment_id: str, n
             else:
                 worse = [r for r in rows if not r.passed]
                 out.note = "gate refused: " + ", ".join(
-                    f"{r.metric} {r.candidate:.4f} < {r.champion:.4f}" for r in worse)
+                    f"{r.metric} {r.candidate:.4f} < {r.champion:.4f} (at best {r.upper:+.1%} "
+                f"over {r.queries} queries)" for r in worse)
                 mlflow.set_tag("gate.refused", out.note[:500])
             mlflow.set_tag("retrain.status", out.status)  # last: marks the run complete
         return out

@@ -24,7 +24,7 @@ from socialrec.training import tracking
 from socialrec.training.config import load_config
 from socialrec.training.lease import Lease, LeaseHeld
 from socialrec.training.pipeline import run_training
-from socialrec.training.retrain import RetrainError, download_bundle, retrain
+from socialrec.training.retrain import RetrainError, download_bundle, gate_row, retrain
 
 DAYS = 30
 BASE_DAYS = 26  # the base dataset; the last days arrive as feedback
@@ -229,3 +229,19 @@ def test_a_lease_is_exclusive_and_a_dead_one_is_taken_over(tmp_path):
         Lease(store.engine, "job", ttl_s=-1).acquire()  # its holder died: expired at once
         with Lease(store.engine, "job", ttl_s=60) as taken:
             assert taken.holder
+
+
+def test_the_gate_refuses_a_significant_shortfall_and_passes_noise():
+    rng = np.random.default_rng(0)
+    champion = rng.random(2000)
+    # 10 % worse on every query: significant over 2,000 queries
+    assert not gate_row("m", champion, champion * 0.9, tolerance=0.01, alpha=0.05).passed
+    # the same mean shortfall from noise on 12 queries cannot be told from none
+    few = rng.random(12)
+    noisy = few + rng.normal(0, 0.3, 12)
+    noisy += few.mean() * 0.9 - noisy.mean()
+    row = gate_row("m", few, noisy, tolerance=0.01, alpha=0.05)
+    assert row.candidate < row.champion and row.passed and row.queries == 12
+    # without a significance level any shortfall beyond the tolerance refuses
+    assert not gate_row("m", few, noisy, tolerance=0.01, alpha=None).passed
+    assert gate_row("m", champion, champion * 0.995, tolerance=0.01, alpha=None).passed
