@@ -1,6 +1,8 @@
 """``socialrec uplift benchmark``: uplift against propensity targeting where the truth is known
 (the simulated worlds of evaluation/uplift_worlds.py) and on a real randomised campaign
-(Hillstrom), side by side, into ``results/uplift.md`` and a Qini plot.
+(Hillstrom), side by side, into ``results/uplift.md`` and a Qini plot. On Hillstrom the
+learner is chosen the same way, per split on a held-out part of its training customers
+(:func:`run_hillstrom`).
 
 Per world, in one run: campaigns of training items are logged as the service logs them
 (everyone reached, 20 % held out, 20 % of the rest given a random treatment, the others a plain
@@ -40,14 +42,18 @@ from socialrec.evaluation.uplift_worlds import (
     campaign_log,
     make_world,
 )
+from socialrec.features.events import CONTROL
 from socialrec.models.allocation import NONE, allocate
 from socialrec.models.uplift_features import FeatureSource, fit_projection, uplift_features
 from socialrec.training.uplift import (
     LEARNERS,
     Selection,
+    _classifier,
+    _regressor,
     features_for_rows,
     fit_uplift,
     select_learner,
+    treated_shares,
 )
 from socialrec.training.uplift_config import TreatmentConfig, UpliftConfig
 
@@ -204,6 +210,10 @@ def _allocate_margin(world: World, model: Any, est: Any, p: np.ndarray, q: np.nd
 
 # -- Hillstrom ----------------------------------------------------------------------------------
 
+#: The Hillstrom outcomes the benchmark targets: visit (0/1: classifiers) and spend (regressors).
+HILLSTROM_OUTCOMES = ("visit", "spend")
+
+
 @dataclass
 class HillstromResult:
     arm: str
@@ -211,43 +221,176 @@ class HillstromResult:
     qini: dict[str, list[float]]  # policy -> one value per split
     auuc: dict[str, list[float]]
     top30: dict[str, list[float]]  # policy -> incremental outcome in the top 30 % (per split)
+    learners: list[str] = field(default_factory=list)  # the learner chosen, per split
+    validation_qini: list[dict[str, float]] = field(default_factory=list)  # candidate -> Qini
+
+
+@dataclass
+class FittedEffects:
+    """A fitted causalml learner and the constant treated shares it weighs by: ``(x)`` gives the
+    estimated effect of each arm of :attr:`arms` (columns in that order)."""
+
+    learner: Any
+    shares: dict[str, float]
+
+    @property
+    def arms(self) -> list[str]:
+        return [str(t) for t in self.learner.t_groups]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        p = {t: np.full(len(x), share) for t, share in self.shares.items()}
+        return np.asarray(self.learner.predict(x, p=p))
+
+
+def _outcome_regressor(cfg: UpliftConfig) -> Any:
+    """An outcome regressor (spend) with the outcome learners' settings, ``uplift.lightgbm``."""
+    import lightgbm as lgb
+
+    return lgb.LGBMRegressor(**cfg.lightgbm.model_dump(), random_state=cfg.seed, n_jobs=1,
+                             verbose=-1)
+
+
+def hillstrom_learner(kind: str, outcome: str, cfg: UpliftConfig) -> Any:
+    """causalml's learner ``kind`` (training/uplift.py ``LEARNERS``) for a Hillstrom outcome,
+    built as training/uplift.py ``fit_learner`` builds it: for visit the classifier versions
+    (LightGBM outcome classifiers ``uplift.lightgbm``, effect regressors
+    ``uplift.effect_lightgbm``), for spend the regressor versions (outcome regressors with the
+    same ``uplift.lightgbm`` settings); the DR-learner is causalml's ``BaseDRLearner`` with
+    regressors for both (its fit takes the outcome models' ``predict``), as there."""
+    from causalml.inference.meta import (
+        BaseDRLearner,
+        BaseRClassifier,
+        BaseRRegressor,
+        BaseTClassifier,
+        BaseTRegressor,
+        BaseXClassifier,
+        BaseXRegressor,
+    )
+
+    if outcome not in HILLSTROM_OUTCOMES:
+        raise ValueError(f"Hillstrom outcome {outcome!r}: expected one of {HILLSTROM_OUTCOMES}")
+    visit = outcome == "visit"
+    if kind == "t":
+        return (BaseTClassifier(learner=_classifier(cfg), control_name=CONTROL) if visit
+                else BaseTRegressor(learner=_outcome_regressor(cfg), control_name=CONTROL))
+    if kind == "x":
+        return (BaseXClassifier(outcome_learner=_classifier(cfg), effect_learner=_regressor(cfg),
+                                control_name=CONTROL) if visit
+                else BaseXRegressor(control_outcome_learner=_outcome_regressor(cfg),
+                                    treatment_outcome_learner=_outcome_regressor(cfg),
+                                    control_effect_learner=_regressor(cfg),
+                                    treatment_effect_learner=_regressor(cfg),
+                                    control_name=CONTROL))
+    if kind == "r":
+        return (BaseRClassifier(outcome_learner=_classifier(cfg), effect_learner=_regressor(cfg),
+                                control_name=CONTROL, n_fold=3, random_state=cfg.seed) if visit
+                else BaseRRegressor(outcome_learner=_outcome_regressor(cfg),
+                                    effect_learner=_regressor(cfg), control_name=CONTROL,
+                                    n_fold=3, random_state=cfg.seed))
+    if kind == "dr":
+        return BaseDRLearner(learner=_regressor(cfg), treatment_effect_learner=_regressor(cfg),
+                             control_name=CONTROL)
+    raise ValueError(f"uplift learner {kind!r}: expected one of {sorted(LEARNERS)}")
+
+
+def fit_effects(kind: str, outcome: str, x: np.ndarray, treatment: np.ndarray, y: np.ndarray,
+                cfg: UpliftConfig) -> FittedEffects:
+    """:func:`hillstrom_learner` fitted on ``(x, treatment, y)`` (control rows: ``CONTROL``),
+    the propensity given as each arm's constant treated share (the arms are randomised)."""
+    learner = hillstrom_learner(kind, outcome, cfg)
+    arms = sorted(str(t) for t in np.unique(treatment) if t != CONTROL)
+    shares = treated_shares(treatment, arms)
+    p = {t: np.full(len(x), share) for t, share in shares.items()}
+    if kind == "r":
+        learner.fit(x, treatment=treatment, y=y, p=p, verbose=False)
+    elif kind == "dr":
+        learner.fit(x, treatment=treatment, y=y, p=p, seed=cfg.seed)
+    elif kind == "x":
+        learner.fit(x, treatment=treatment, y=y, p=p)
+    else:
+        learner.fit(x, treatment=treatment, y=y)
+    return FittedEffects(learner, shares)
+
+
+def arm_qini(effect: np.ndarray, treatment: np.ndarray, y: np.ndarray, arm: str) -> float:
+    """Qini (causalml, normalised: :func:`qini_auuc`) of ``effect`` on the rows of ``arm`` and of
+    the control (all arrays over the same rows)."""
+    part = np.isin(treatment, [arm, CONTROL])
+    frame = pd.DataFrame({"y": y[part], "w": (treatment[part] == arm).astype(int),
+                          "uplift": effect[part]})
+    return float(qini_auuc(frame, "y", "w")[0]["uplift"])
+
+
+def select_hillstrom_learner(x: np.ndarray, treatment: np.ndarray, y: np.ndarray, outcome: str,
+                             cfg: UpliftConfig, strata: np.ndarray, seed: int = 0
+                             ) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
+    """The learner for each arm: ``uplift.learner``, or for ``auto`` the candidate of
+    ``uplift.candidates`` whose estimated effect of that arm ranks a held-out stratified
+    ``uplift.validation_share`` of these (training) rows best by Qini, each candidate fitted on
+    the rest. Returns arm -> learner, and candidate -> arm -> validation Qini (empty when there
+    is nothing to choose)."""
+    from sklearn.model_selection import train_test_split
+
+    arms = sorted(str(t) for t in np.unique(treatment) if t != CONTROL)
+    if cfg.learner != "auto":
+        return dict.fromkeys(arms, cfg.learner), {}
+    candidates = list(cfg.candidates)
+    if len(candidates) == 1:
+        return dict.fromkeys(arms, candidates[0]), {}
+    fit_rows, val_rows = train_test_split(np.arange(len(x)), test_size=cfg.validation_share,
+                                          stratify=strata, random_state=seed)
+    qini: dict[str, dict[str, float]] = {}
+    for kind in candidates:
+        effects = fit_effects(kind, outcome, x[fit_rows], treatment[fit_rows], y[fit_rows], cfg)
+        tau = effects(x[val_rows])
+        qini[kind] = {arm: arm_qini(tau[:, j], treatment[val_rows], y[val_rows], arm)
+                      for j, arm in enumerate(effects.arms)}
+
+    def score(kind: str, arm: str) -> float:
+        value = qini[kind].get(arm, float("nan"))
+        return value if np.isfinite(value) else -np.inf
+
+    return {arm: max(candidates, key=lambda k: score(k, arm)) for arm in arms}, qini
 
 
 def run_hillstrom(root: Path, base: UpliftConfig, splits: int = 10, seed: int = 0
                   ) -> list[HillstromResult]:
-    """Both e-mail arms against no e-mail, for visit and spend: T-learners (classifier for visit,
-    regressor for spend; LightGBM) on a stratified 70 % of customers, scored on the other 30 %,
-    against a response model (the outcome under the e-mail, LightGBM on the treated) and random;
-    ``splits`` stratified random splits give the spread."""
+    """Both e-mail arms against no e-mail, for visit and spend. ``splits`` stratified (arm x
+    visit) random 70/30 splits of the customers give the spread; on each, per arm and outcome,
+    the uplift learner is chosen as on the simulated worlds (``uplift.learner``, or for
+    ``auto`` the best of ``uplift.candidates``: causalml's T-, X-, R- and DR-learners,
+    classifiers for visit, regressors for spend, LightGBM; :func:`select_hillstrom_learner`) by
+    its normalised Qini on a stratified ``uplift.validation_share`` of the 70 % held out of its
+    fit, then refitted on the whole 70 %. It is scored on the other 30 % (never used for the
+    choice) against a response model (the outcome under the e-mail, LightGBM on the arm's
+    customers of the 70 %) and random."""
     import lightgbm as lgb
-    from causalml.inference.meta import BaseTClassifier, BaseTRegressor
     from sklearn.model_selection import train_test_split
 
-    from socialrec.features.datasets.hillstrom import ARMS, CONTROL, load_hillstrom
+    from socialrec.features.datasets.hillstrom import ARMS, load_hillstrom
+    from socialrec.features.datasets.hillstrom import CONTROL as NO_EMAIL
 
     campaign = load_hillstrom(root)
     x_all = campaign.features().to_numpy()
     arm_all = campaign.frame.segment.to_numpy()
+    given = np.where(arm_all == NO_EMAIL, CONTROL, arm_all).astype(str)  # the learners' control
     params = base.lightgbm.model_dump()
     results = {(arm, o): HillstromResult(arm, o, {}, {}, {})
-               for arm in ARMS if arm != CONTROL for o in ("visit", "spend")}
+               for arm in ARMS if arm != NO_EMAIL for o in HILLSTROM_OUTCOMES}
+    strata = arm_all + "|" + campaign.frame.visit.astype(str).to_numpy()
     for s in range(splits):
-        strata = arm_all + "|" + campaign.frame.visit.astype(str).to_numpy()
         train, test = train_test_split(np.arange(len(x_all)), test_size=0.3,
                                        stratify=strata, random_state=seed + s)
-        for outcome in ("visit", "spend"):
+        cfg = base.model_copy(update={"seed": base.seed + s})
+        for outcome in HILLSTROM_OUTCOMES:
             y = campaign.frame[outcome].to_numpy()
-            if outcome == "visit":
-                kwargs: dict[str, Any] = {"objective": "binary"}
-                learner = BaseTClassifier(learner=lgb.LGBMClassifier(
-                    **params, random_state=s, n_jobs=1, verbose=-1), control_name=CONTROL)
-            else:
-                kwargs = {"objective": "regression"}
-                learner = BaseTRegressor(learner=lgb.LGBMRegressor(
-                    **params, random_state=s, n_jobs=1, verbose=-1), control_name=CONTROL)
-            learner.fit(x_all[train], treatment=arm_all[train], y=y[train])
-            tau = learner.predict(x_all[test])
-            for j, arm in enumerate(learner.t_groups):
+            kwargs: dict[str, Any] = {"objective": "binary" if outcome == "visit"
+                                      else "regression"}
+            chosen, validation = select_hillstrom_learner(
+                x_all[train], given[train], y[train], outcome, cfg, strata[train], seed + s)
+            fitted = {kind: fit_effects(kind, outcome, x_all[train], given[train], y[train], cfg)
+                      for kind in sorted(set(chosen.values()))}
+            for arm, kind in chosen.items():
                 treated_train = train[arm_all[train] == arm]
                 response = lgb.train({**kwargs, "verbose": -1, "seed": s,
                                       "num_leaves": params["num_leaves"],
@@ -255,16 +398,18 @@ def run_hillstrom(root: Path, base: UpliftConfig, splits: int = 10, seed: int = 
                                       "min_data_in_leaf": params["min_child_samples"]},
                                      lgb.Dataset(x_all[treated_train], y[treated_train]),
                                      num_boost_round=params["n_estimators"])
-                rows = test[np.isin(arm_all[test], [arm, CONTROL])]
-                in_arm = np.isin(test, rows)
+                rows = test[np.isin(arm_all[test], [arm, NO_EMAIL])]
+                effects = fitted[kind]
                 frame = pd.DataFrame({
                     "y": y[rows], "w": (arm_all[rows] == arm).astype(int),
                     "random": np.random.default_rng(seed + s).random(len(rows)),
                     "response": response.predict(x_all[rows]),
-                    "uplift": tau[in_arm, j],
+                    "uplift": effects(x_all[rows])[:, effects.arms.index(arm)],
                 })
                 qini, auuc = qini_auuc(frame, "y", "w")
                 r = results[(arm, outcome)]
+                r.learners.append(kind)
+                r.validation_qini.append({k: v[arm] for k, v in validation.items() if arm in v})
                 for policy in ("random", "response", "uplift"):
                     r.qini.setdefault(policy, []).append(float(qini[policy]))
                     r.auuc.setdefault(policy, []).append(float(auuc[policy]))
@@ -358,30 +503,7 @@ def write_report(worlds: list[WorldResult], hillstrom: list[HillstromResult], ou
                      f"{_ratio(m['allocation'], m['coupon_top_propensity'])} | "
                      f"{_ratio(m['allocation'], m['push_top_propensity'])} | "
                      f"{m['allocation_push']:.0f} / {m['allocation_coupon']:.0f} |")
-    if hillstrom:
-        n = len(next(iter(hillstrom)).qini["uplift"])
-        lines += ["", "## Real data: Hillstrom e-mail campaign", "",
-                  f"Protocol: each e-mail arm against No E-Mail (two binary comparisons); {n} "
-                  "stratified (arm x visit) random 70/30 splits of the 64,000 customers; on each, "
-                  "a T-learner (causalml, LightGBM: classifier for visit, regressor for spend) "
-                  "and a response model (LightGBM on the arm's customers: the outcome under the "
-                  "e-mail) are fitted on the 70 % and scored on the 30 % (that arm's and the "
-                  "control's customers). Figures: mean ± sd over splits.", "",
-                  "| arm | outcome | Qini random | Qini response | Qini uplift | AUUC random | "
-                  "AUUC response | AUUC uplift | top 30 %: incremental by uplift | by response "
-                  "| uplift - response (95 % interval over splits) |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in hillstrom:
-            def ms(values: list[float]) -> str:
-                return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
-            diff = np.array(r.top30["uplift"]) - np.array(r.top30["response"])
-            lo, hi = np.percentile(diff, [2.5, 97.5])
-            lines.append(
-                f"| {r.arm} | {r.outcome} | {ms(r.qini['random'])} | {ms(r.qini['response'])} | "
-                f"{ms(r.qini['uplift'])} | {ms(r.auuc['random'])} | {ms(r.auuc['response'])} | "
-                f"{ms(r.auuc['uplift'])} | {np.mean(r.top30['uplift']):.1f} | "
-                f"{np.mean(r.top30['response']):.1f} | {diff.mean():+.1f} [{lo:+.1f}, {hi:+.1f}] "
-                "|")
+    lines += hillstrom_lines(hillstrom)
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_name(out.stem + "_qini.png")
     fig, axes = plt.subplots(1, len(worlds), figsize=(5 * len(worlds), 4), squeeze=False)
@@ -401,6 +523,66 @@ def write_report(worlds: list[WorldResult], hillstrom: list[HillstromResult], ou
     online = _kept_section(out)
     out.write_text("\n".join(lines) + "\n" + (f"\n{online}" if online else ""))
     return [out, png]
+
+
+def hillstrom_lines(hillstrom: list[HillstromResult]) -> list[str]:
+    """The report's Hillstrom section: the protocol, the table with the learner chosen per
+    split, and every candidate's validation Qini."""
+    if not hillstrom:
+        return []
+    n = len(next(iter(hillstrom)).qini["uplift"])
+    candidates = [k for k in LEARNERS
+                  if any(k in v for r in hillstrom for v in r.validation_qini)]
+    if candidates:
+        names = [f"{k.upper()}-" for k in candidates]
+        listed = (", ".join(names[:-1]) + " and " if len(names) > 1 else "") + names[-1]
+        choice = (f"the uplift learner is chosen per arm and outcome among causalml's "
+                  f"{listed}learners (`uplift.candidates`; "
+                  "LightGBM: classifiers for visit, regressors for spend, as on the simulated "
+                  "worlds) by its Qini (normalised) on a stratified (arm x visit) "
+                  "`uplift.validation_share` of the 70 % held out of its fit, and refitted on "
+                  "the whole 70 %")
+    else:
+        used = sorted({k for r in hillstrom for k in r.learners})
+        choice = (f"the uplift learner is the {', '.join(k.upper() for k in used)}-learner "
+                  "(`uplift.learner`; causalml, LightGBM: classifier for visit, regressor "
+                  "for spend), fitted on the 70 %")
+    lines = ["", "## Real data: Hillstrom e-mail campaign", "",
+             f"Protocol: each e-mail arm against No E-Mail (two binary comparisons); {n} "
+             "stratified (arm x visit) random 70/30 splits of the 64,000 customers; on each, "
+             f"{choice}; a response model (LightGBM on the arm's customers: the outcome "
+             "under the e-mail) is fitted on the 70 %; both are scored on the 30 % (that "
+             "arm's and the control's customers), which plays no part in the choice. "
+             "Figures: mean ± sd over splits.", "",
+             "| arm | outcome | Qini random | Qini response | Qini uplift | AUUC random | "
+             "AUUC response | AUUC uplift | top 30 %: incremental by uplift | by response "
+             "| uplift - response (95 % interval over splits) | learner chosen (per split) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in hillstrom:
+        def ms(values: list[float]) -> str:
+            return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+        diff = np.array(r.top30["uplift"]) - np.array(r.top30["response"])
+        lo, hi = np.percentile(diff, [2.5, 97.5])
+        lines.append(
+            f"| {r.arm} | {r.outcome} | {ms(r.qini['random'])} | {ms(r.qini['response'])} | "
+            f"{ms(r.qini['uplift'])} | {ms(r.auuc['random'])} | {ms(r.auuc['response'])} | "
+            f"{ms(r.auuc['uplift'])} | {np.mean(r.top30['uplift']):.1f} | "
+            f"{np.mean(r.top30['response']):.1f} | {diff.mean():+.1f} [{lo:+.1f}, {hi:+.1f}] "
+            f"| {', '.join(k.upper() for k in r.learners)} |")
+    if candidates:
+        lines += ["", "Validation Qini of each candidate (normalised, on the part of the 70 % "
+                  "held out of its fit; mean ± sd over splits):", "",
+                  "| arm | outcome | " + " | ".join(k.upper() for k in candidates) + " |",
+                  "|---|---|" + "---:|" * len(candidates)]
+        for r in hillstrom:
+            cells = []
+            for k in candidates:
+                values = [v[k] for v in r.validation_qini if k in v]
+                cells.append(f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+                             if len(values) > 1 else
+                             f"{values[0]:.4f}" if values else "-")
+            lines.append(f"| {r.arm} | {r.outcome} | " + " | ".join(cells) + " |")
+    return lines
 
 
 #: The online run's section of the report (bench/uplift_online.py writes it); a benchmark run
