@@ -31,6 +31,7 @@ once complete.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -47,6 +48,8 @@ from socialrec.features.validation import _BOOL_DEFAULTS, _FALSE, _TRUE, ID_COLU
 
 if TYPE_CHECKING:  # pyspark is an optional extra
     from pyspark.sql import Column, DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
 
 ROW = "_row"  # a row's position in its file (files are read in order)
 SPARK_TYPES = {"string": "string", "Int64": "bigint", "float64": "double", "bool": "boolean"}
@@ -171,27 +174,24 @@ def _convert(raw: DataFrame, mapped: dict[str, Column], table: str, file: str, o
     for col in reversed(names):
         first_bad = F.when(bad[col], F.lit(col)).otherwise(first_bad)
     frame = raw.select(F.col(ROW), *[values[c].alias(c) for c in names],
-                       first_bad.alias("_bad"),
-                       *[mapped[c].cast("string").alias(f"_raw_{c}") for c in names])
-    refused = frame.where(F.col("_bad").isNotNull())
-    if on_error == "refuse":
-        first = refused.orderBy(ROW).limit(1).collect()
-        if first:
-            row = first[0]
-            col = row["_bad"]
-            got = row[f"_raw_{col}"]
-            line = _line_of(frame, row[ROW], header, parquet)
-            from socialrec.features.validation import _kind
+                       first_bad.alias("_bad"))
+    # exact duplicates (in every canonical column) are dropped, the first occurrence kept; bad
+    # rows ride along (their bad cells are null) so that one pass converts, deduplicates, caches
+    # and finds the first bad row
+    first_of_each = frame.groupBy(*names, "_bad").agg(F.min(ROW).alias(ROW))
+    typed = first_of_each.select(ROW, "_bad", *[_typed(c, table) for c in names]).cache()
+    first = typed.where(F.col("_bad").isNotNull()).agg(F.min(ROW).alias(ROW)).collect()[0][ROW]
+    if first is not None and on_error == "refuse":
+        col = typed.where(F.col(ROW) == first).select("_bad").collect()[0][0]
+        got = raw.where(F.col(ROW) == first).select(mapped[col].cast("string")).collect()[0][0]
+        line = _line_of(raw, first, header, parquet)
+        from socialrec.features.validation import _kind
 
-            raise DataError(file, line, col, _kind(col)[1] if col in schema else "text",
-                            got="" if got is None else got,
-                            line_kind="row" if parquet else "line")
-    kept = frame.where(F.col("_bad").isNull()).select(ROW, *names)
-    # exact duplicates (in every canonical column) are dropped, the first occurrence kept
-    first_of_each = kept.groupBy(*names).agg(F.min(ROW).alias(ROW))
-    typed = first_of_each.select(ROW, *[_typed(c, table) for c in names])
+        raise DataError(file, line, col, _kind(col)[1] if col in schema else "text",
+                        got="" if got is None else got, line_kind="row" if parquet else "line")
+    kept = typed.where(F.col("_bad").isNull()).drop("_bad")
     # every output is derived from the tables: read and convert each file once
-    return _conform(typed, table).cache()
+    return _conform(kept, table)
 
 
 def _line_of(frame: DataFrame, row_id: int, header: bool, parquet: bool) -> int:
@@ -289,7 +289,7 @@ def temporal_split(inter: DataFrame, social: DataFrame, shares: DataFrame,
 
     inter = inter.withColumn("_part", part_of(F.col("ts")))
     first = F.min("_part").over(Window.partitionBy("user_id", "item_id"))
-    inter = inter.withColumn("_first", first)
+    inter = inter.withColumn("_first", first).cache()  # read by the count and the three parts
     repeats = inter.where(F.col("_part") != F.col("_first")).count()
     inter = inter.where(F.col("_part") == F.col("_first"))
     parts = [inter.where(F.col("_part") == p).drop("_part", "_first") for p in (TRAIN, VALID,
@@ -408,12 +408,18 @@ def build_tables(spark: SparkSession, config: dict[str, Any], out: Path, root: P
     for table in TABLES:
         raw_spec = files.get(table)
         if raw_spec:
+            step = time.perf_counter()
             tables[table] = read_table(spark, TableSpec.model_validate(raw_spec), table, root,
                                        config_dir)
+            log.info("read %s in %.1f s", table, time.perf_counter() - step)
         elif table in ("social", "shares"):
             tables[table] = _empty(spark, table)
+    step = time.perf_counter()
     split = make_split(tables, config["split"])
+    log.info("split in %.1f s", time.perf_counter() - step)
+    step = time.perf_counter()
     ties = tie_strength(split, bool(dataset.get("social_symmetric", True)))
+    log.info("tie strength planned in %.1f s", time.perf_counter() - step)
 
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
@@ -455,6 +461,7 @@ def _write(frame: DataFrame, path: Path, order: tuple[str, ...] = (ROW,)) -> int
     if ROW in frame.columns:
         ordered = ordered.drop(ROW)
     staging = path.with_name(path.name + ".parts")
+    started = time.perf_counter()
     ordered.coalesce(1).write.mode("overwrite").parquet(str(staging))
     part = next(staging.glob("part-*.parquet"))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -462,5 +469,8 @@ def _write(frame: DataFrame, path: Path, order: tuple[str, ...] = (ROW,)) -> int
     shutil.rmtree(staging)
     import pyarrow.parquet as pq
 
-    return int(pq.ParquetFile(path).metadata.num_rows)
+    rows = int(pq.ParquetFile(path).metadata.num_rows)
+    log.info("wrote %s/%s: %d rows in %.1f s", path.parent.name, path.name, rows,
+             time.perf_counter() - started)
+    return rows
 
