@@ -2,7 +2,7 @@
 service (BentoML over HTTP, a real event store), users reacting from a simulated world's hidden
 truth through /feedback, analysed by ``socialrec ab report``.
 
-    .venv/bin/python bench/uplift_online.py --workdir /tmp/uplift-online
+    .venv/bin/python -m bench.uplift_online --workdir /tmp/uplift-online
 
 Bounded (``--history`` + ``--campaigns`` campaigns, one request and one feedback batch each),
 then it stops the server. Steps, each a real component:
@@ -226,7 +226,7 @@ def online_section(args: argparse.Namespace, result: dict, truth: pd.DataFrame, 
              f"train` registered ({chosen}). Each campaign asks for `objective: uplift`, "
              f"a budget of {budget:,} plain pushes ({args.budget_share:.0%} of the users). "
              "Users react from the world's hidden truth through `POST /feedback`.", "",
-             "Commands (made by `.venv/bin/python bench/uplift_online.py --workdir DIR "
+             "Commands (made by `.venv/bin/python -m bench.uplift_online --workdir DIR "
              f"--world {args.world}` in {seconds / 60:.0f} min):", "",
              f"    socialrec {' '.join(train_command)}",
              f"    socialrec {' '.join(report_command)}", "",
