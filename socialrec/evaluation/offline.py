@@ -194,22 +194,6 @@ def _sampled_ranking(
     )
 
 
-def _evaluate_ranking(
-    query_emb: np.ndarray,
-    key_emb: np.ndarray,
-    truth: sp.csr_matrix,
-    exclude: sp.csr_matrix,
-    interacted: sp.csr_matrix,
-    ks: Iterable[int],
-    protocol: Protocol,
-    negatives: int,
-    seed: int,
-) -> dict[str, float]:
-    per_query, out = _ranked(query_emb, key_emb, truth, exclude, interacted, ks, protocol,
-                             negatives, seed)
-    return {**mean_metrics(per_query), **out}
-
-
 def _ranked(
     query_emb: np.ndarray,
     key_emb: np.ndarray,
@@ -264,9 +248,9 @@ def evaluate_recommend(
     any top-k list), ``n_queries`` (users evaluated), ``n_skipped`` (users without targets),
     ``n_seen_targets`` and, for the sampled protocol, ``n_pairs``.
     """
-    truth, exclude, interacted = _target_and_exclusion(data, target)
-    return _evaluate_ranking(user_emb, item_emb, truth, exclude, interacted, ks, protocol,
-                             negatives, seed)
+    per_query, out = _task_ranking(user_emb, item_emb, data, "recommend", target, ks, protocol,
+                                   negatives, seed)
+    return {**mean_metrics(per_query), **out}
 
 
 def evaluate_push(
@@ -285,9 +269,9 @@ def evaluate_push(
     with it in train (and valid, for test) are removed from the ranking. Keys as
     :func:`evaluate_recommend`, with queries = items and ``coverage@k`` = share of users reached.
     """
-    truth, exclude, interacted = _target_and_exclusion(data, target)
-    return _evaluate_ranking(item_emb, user_emb, truth.T.tocsr(), exclude.T.tocsr(),
-                             interacted.T.tocsr(), ks, protocol, negatives, seed)
+    per_query, out = _task_ranking(user_emb, item_emb, data, "push", target, ks, protocol,
+                                   negatives, seed)
+    return {**mean_metrics(per_query), **out}
 
 
 def evaluate_per_query(
@@ -304,13 +288,20 @@ def evaluate_per_query(
     """The metrics of :func:`evaluate_recommend` or :func:`evaluate_push` query by query (pair by
     pair for the sampled protocol), before they are averaged: two models evaluated on the same
     data have the same queries, in the same order, for a paired comparison (the retrain gate)."""
+    return _task_ranking(user_emb, item_emb, data, task, target, ks, protocol, negatives,
+                         seed)[0]
+
+
+def _task_ranking(user_emb: np.ndarray, item_emb: np.ndarray, data: GraphData,
+                  task: Literal["recommend", "push"], target: Target, ks: Iterable[int],
+                  protocol: Protocol, negatives: int, seed: int
+                  ) -> tuple[PerQuery, dict[str, float]]:
+    """:func:`_ranked` for a task: users query items (recommend) or items query users (push)."""
     truth, exclude, interacted = _target_and_exclusion(data, target)
     if task == "push":
         truth, exclude, interacted = truth.T.tocsr(), exclude.T.tocsr(), interacted.T.tocsr()
         user_emb, item_emb = item_emb, user_emb
-    per_query, _ = _ranked(user_emb, item_emb, truth, exclude, interacted, ks, protocol,
-                           negatives, seed)
-    return per_query
+    return _ranked(user_emb, item_emb, truth, exclude, interacted, ks, protocol, negatives, seed)
 
 
 # --- share partners -------------------------------------------------------------------------------
