@@ -182,14 +182,20 @@ LEARNERS = {
 }
 
 
-def _classifier(cfg: UpliftConfig) -> lgb.LGBMClassifier:
+def outcome_classifier(cfg: UpliftConfig) -> lgb.LGBMClassifier:
     return lgb.LGBMClassifier(**cfg.lightgbm.model_dump(), random_state=cfg.seed, n_jobs=1,
                               verbose=-1)
 
 
-def _regressor(cfg: UpliftConfig) -> lgb.LGBMRegressor:
+def effect_regressor(cfg: UpliftConfig) -> lgb.LGBMRegressor:
     return lgb.LGBMRegressor(**cfg.effect_lightgbm.model_dump(), random_state=cfg.seed,
                              n_jobs=1, verbose=-1)
+
+
+def constant_propensity(shares: dict[str, float], n: int) -> dict[str, np.ndarray]:
+    """The ``p`` causalml's X-, R- and DR-learners take: each treatment's share for all ``n``
+    rows (treatment is randomised, whatever the features)."""
+    return {t: np.full(n, share) for t, share in shares.items()}
 
 
 def treated_shares(treatment: np.ndarray, treatments: list[str]) -> dict[str, float]:
@@ -222,18 +228,19 @@ def fit_learner(kind: str, x: np.ndarray, treatment: np.ndarray, y: np.ndarray,
                                             outcome, names)
         return None, model, boosters
     if kind == "t":
-        learner = BaseTClassifier(learner=_classifier(cfg), control_name=CONTROL)
+        learner = BaseTClassifier(learner=outcome_classifier(cfg), control_name=CONTROL)
         learner.fit(x, treatment=treatment, y=y)
         arm_models: dict[str, lgb.Booster | float] = {CONTROL: learner.model_c.booster_}
         arm_models |= {t: learner.models_t[t].booster_ for t in names}
         model, boosters = t_learner_outcome(arm_models, outcome, names)
         return learner, model, boosters
     shares = treated_shares(treatment, names)
-    p = {t: np.full(len(x), shares[t]) for t in names}
+    p = constant_propensity({t: shares[t] for t in names}, len(x))
     boosters = {}
     effects = {}
     if kind == "x":
-        learner = BaseXClassifier(outcome_learner=_classifier(cfg), effect_learner=_regressor(cfg),
+        learner = BaseXClassifier(outcome_learner=outcome_classifier(cfg),
+                                  effect_learner=effect_regressor(cfg),
                                   control_name=CONTROL)
         learner.fit(x, treatment=treatment, y=y, p=p)
         control_booster = learner.model_mu_c.booster_
@@ -243,16 +250,18 @@ def fit_learner(kind: str, x: np.ndarray, treatment: np.ndarray, y: np.ndarray,
             effects[t] = Combination(((f"{outcome}_tau_c_{t}", shares[t]),
                                       (f"{outcome}_tau_t_{t}", 1.0 - shares[t])))
     elif kind == "r":
-        learner = BaseRClassifier(outcome_learner=_classifier(cfg), effect_learner=_regressor(cfg),
+        learner = BaseRClassifier(outcome_learner=outcome_classifier(cfg),
+                                  effect_learner=effect_regressor(cfg),
                                   control_name=CONTROL, n_fold=3, random_state=cfg.seed)
         learner.fit(x, treatment=treatment, y=y, p=p, verbose=False)
         for t in names:
             boosters[f"{outcome}_tau_{t}"] = learner.models_tau[t].booster_
             effects[t] = Combination(((f"{outcome}_tau_{t}", 1.0),))
-        control_booster = _classifier(cfg).fit(x[treatment == CONTROL],
+        control_booster = outcome_classifier(cfg).fit(x[treatment == CONTROL],
                                                y[treatment == CONTROL]).booster_
     elif kind == "dr":
-        learner = BaseDRLearner(learner=_regressor(cfg), treatment_effect_learner=_regressor(cfg),
+        learner = BaseDRLearner(learner=effect_regressor(cfg),
+                                treatment_effect_learner=effect_regressor(cfg),
                                 control_name=CONTROL)
         learner.fit(x, treatment=treatment, y=y, p=p, seed=cfg.seed)
         for t in names:
@@ -261,7 +270,7 @@ def fit_learner(kind: str, x: np.ndarray, treatment: np.ndarray, y: np.ndarray,
                 boosters[f"{outcome}_tau_{t}_{i}"] = fold.booster_
             effects[t] = Combination(tuple((f"{outcome}_tau_{t}_{i}", 1.0 / len(folds))
                                            for i in range(len(folds))))
-        control_booster = _classifier(cfg).fit(x[treatment == CONTROL],
+        control_booster = outcome_classifier(cfg).fit(x[treatment == CONTROL],
                                                y[treatment == CONTROL]).booster_
     else:
         raise ValueError(f"uplift learner {kind!r}: expected one of {sorted(LEARNERS)}")

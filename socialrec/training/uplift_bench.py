@@ -48,10 +48,11 @@ from socialrec.models.uplift_features import FeatureSource, fit_projection, upli
 from socialrec.training.uplift import (
     LEARNERS,
     Selection,
-    _classifier,
-    _regressor,
+    constant_propensity,
+    effect_regressor,
     features_for_rows,
     fit_uplift,
+    outcome_classifier,
     select_learner,
     treated_shares,
 )
@@ -238,8 +239,7 @@ class FittedEffects:
         return [str(t) for t in self.learner.t_groups]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        p = {t: np.full(len(x), share) for t, share in self.shares.items()}
-        return np.asarray(self.learner.predict(x, p=p))
+        return np.asarray(self.learner.predict(x, p=constant_propensity(self.shares, len(x))))
 
 
 def _outcome_regressor(cfg: UpliftConfig) -> Any:
@@ -271,24 +271,27 @@ def hillstrom_learner(kind: str, outcome: str, cfg: UpliftConfig) -> Any:
         raise ValueError(f"Hillstrom outcome {outcome!r}: expected one of {HILLSTROM_OUTCOMES}")
     visit = outcome == "visit"
     if kind == "t":
-        return (BaseTClassifier(learner=_classifier(cfg), control_name=CONTROL) if visit
+        return (BaseTClassifier(learner=outcome_classifier(cfg), control_name=CONTROL) if visit
                 else BaseTRegressor(learner=_outcome_regressor(cfg), control_name=CONTROL))
     if kind == "x":
-        return (BaseXClassifier(outcome_learner=_classifier(cfg), effect_learner=_regressor(cfg),
+        return (BaseXClassifier(outcome_learner=outcome_classifier(cfg),
+                                effect_learner=effect_regressor(cfg),
                                 control_name=CONTROL) if visit
                 else BaseXRegressor(control_outcome_learner=_outcome_regressor(cfg),
                                     treatment_outcome_learner=_outcome_regressor(cfg),
-                                    control_effect_learner=_regressor(cfg),
-                                    treatment_effect_learner=_regressor(cfg),
+                                    control_effect_learner=effect_regressor(cfg),
+                                    treatment_effect_learner=effect_regressor(cfg),
                                     control_name=CONTROL))
     if kind == "r":
-        return (BaseRClassifier(outcome_learner=_classifier(cfg), effect_learner=_regressor(cfg),
+        return (BaseRClassifier(outcome_learner=outcome_classifier(cfg),
+                                effect_learner=effect_regressor(cfg),
                                 control_name=CONTROL, n_fold=3, random_state=cfg.seed) if visit
                 else BaseRRegressor(outcome_learner=_outcome_regressor(cfg),
-                                    effect_learner=_regressor(cfg), control_name=CONTROL,
+                                    effect_learner=effect_regressor(cfg), control_name=CONTROL,
                                     n_fold=3, random_state=cfg.seed))
     if kind == "dr":
-        return BaseDRLearner(learner=_regressor(cfg), treatment_effect_learner=_regressor(cfg),
+        return BaseDRLearner(learner=effect_regressor(cfg),
+                             treatment_effect_learner=effect_regressor(cfg),
                              control_name=CONTROL)
     raise ValueError(f"uplift learner {kind!r}: expected one of {sorted(LEARNERS)}")
 
@@ -300,7 +303,7 @@ def fit_effects(kind: str, outcome: str, x: np.ndarray, treatment: np.ndarray, y
     learner = hillstrom_learner(kind, outcome, cfg)
     arms = sorted(str(t) for t in np.unique(treatment) if t != CONTROL)
     shares = treated_shares(treatment, arms)
-    p = {t: np.full(len(x), share) for t, share in shares.items()}
+    p = constant_propensity(shares, len(x))
     if kind == "r":
         learner.fit(x, treatment=treatment, y=y, p=p, verbose=False)
     elif kind == "dr":
